@@ -1,0 +1,30 @@
+"""bertfit: fine-tune BERT-family encoders for text classification on your own labelled data.
+
+>>> from bertfit import TextClassifier, TrainConfig, load_data, train, evaluate
+"""
+
+from ._version import __version__
+from .config import TrainConfig
+from .data import TextDataset, load_data
+from .evaluate import evaluate
+from .exceptions import BertfitError, ConfigError, DataError, ModelError, NotFittedError, OutputExistsError
+from .model import TextClassifier
+from .predict import predict_file
+from .train import train
+
+__all__ = [
+    "BertfitError",
+    "ConfigError",
+    "DataError",
+    "ModelError",
+    "NotFittedError",
+    "OutputExistsError",
+    "TextClassifier",
+    "TextDataset",
+    "TrainConfig",
+    "__version__",
+    "evaluate",
+    "load_data",
+    "predict_file",
+    "train",
+]

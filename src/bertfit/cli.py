@@ -1,0 +1,267 @@
+"""The ``bertfit`` command line: each command reads options, makes one library call and prints the result.
+
+Errors of bertfit (``BertfitError``) print as ``ErrorName: message`` on stderr with exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._version import __version__
+from .config import TrainConfig
+from .exceptions import BertfitError
+
+app = typer.Typer(
+    name="bertfit",
+    help="Fine-tune BERT-family encoders for text classification: train, evaluate and predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_HELP = {f.name: f.metadata.get("help", "") for f in fields(TrainConfig)}
+_DEFAULT = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def _option(name: str, *flags: str):
+    """An option for TrainConfig field ``name``, with that field's help text."""
+    return typer.Option(*flags, help=_HELP[name])
+
+
+def _given(ctx: typer.Context) -> set[str]:
+    """Names of the parameters set on the command line (not left at their defaults)."""
+    # Compared by name: typer may bring its own copy of click's ParameterSource enum.
+    return {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+
+
+def _errors(command):
+    """Turn a BertfitError into 'ErrorName: message' on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        _setup_logging()
+        try:
+            return command(*args, **kwargs)
+        except BertfitError as err:
+            typer.echo(f"{type(err).__name__}: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not break an active progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        prefix = "" if record.levelno < logging.WARNING else f"{record.levelname}: "
+        tqdm.write(prefix + record.getMessage(), file=sys.stderr)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("bertfit")
+    if not any(isinstance(h, _TqdmHandler) for h in logger.handlers):
+        logger.addHandler(_TqdmHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bertfit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Fine-tune BERT-family encoders for text classification: train, evaluate and predict."""
+
+
+DataOpt = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        help="Labelled data: CSV, TSV, JSONL, JSON, Parquet (.gz too), "
+        ".txt with --sep, or a datasets save_to_disk folder.",
+    ),
+]
+SepOpt = Annotated[
+    str | None, typer.Option("--sep", help="Field separator (required for .txt text<sep>label lines, e.g. ';').")
+]
+EncodingOpt = Annotated[str, typer.Option("--encoding", help="Text encoding of the data file.")]
+TextColOpt = Annotated[str, _option("text_column", "--text-column")]
+LabelColOpt = Annotated[str, _option("label_column", "--label-column")]
+
+
+@app.command()
+@_errors
+def train(
+    ctx: typer.Context,
+    data: DataOpt,
+    validation: Annotated[
+        Path | None,
+        typer.Option(
+            "--validation", help="Validation file (same format); default: a stratified --val-size share of --data."
+        ),
+    ] = None,
+    text_column: TextColOpt = _DEFAULT["text_column"],
+    label_column: LabelColOpt = _DEFAULT["label_column"],
+    model: Annotated[str | None, _option("model_name_or_path", "--model")] = None,
+    output_dir: Annotated[str, _option("output_dir", "--output-dir")] = "bertfit-model",
+    epochs: Annotated[float, _option("epochs", "--epochs")] = _DEFAULT["epochs"],
+    batch_size: Annotated[int, _option("batch_size", "--batch-size")] = _DEFAULT["batch_size"],
+    learning_rate: Annotated[float, _option("learning_rate", "--lr", "--learning-rate")] = _DEFAULT["learning_rate"],
+    max_length: Annotated[int | None, _option("max_length", "--max-length")] = None,
+    seed: Annotated[int, _option("seed", "--seed")] = _DEFAULT["seed"],
+    val_size: Annotated[float, _option("val_size", "--val-size")] = _DEFAULT["val_size"],
+    metric_for_best_model: Annotated[str, _option("metric_for_best_model", "--metric")] = _DEFAULT[
+        "metric_for_best_model"
+    ],
+    early_stopping_patience: Annotated[
+        int | None, _option("early_stopping_patience", "--early-stopping-patience")
+    ] = None,
+    positive_label: Annotated[str | None, _option("positive_label", "--positive-label")] = None,
+    precision: Annotated[str, _option("precision", "--precision")] = _DEFAULT["precision"],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="JSON/YAML/TOML file with the same keys as these flags (learning_rate for --lr); flags win.",
+        ),
+    ] = None,
+    overwrite: Annotated[bool, _option("overwrite", "--overwrite")] = False,
+    sep: SepOpt = None,
+    encoding: EncodingOpt = "utf-8",
+) -> None:
+    """Fine-tune a model on labelled texts, evaluate it on validation and save it to --output-dir."""
+    from .config import read_config_file
+    from .data import load_data
+    from .train import format_history
+    from .train import train as run_training
+
+    given = _given(ctx)
+    flags = {("model_name_or_path" if k == "model" else k): v for k, v in ctx.params.items() if k in given}
+    flags = {k: v for k, v in flags.items() if k in _DEFAULT}
+    from_file = read_config_file(config) if config else {}
+    cfg = TrainConfig.from_dict({"output_dir": output_dir, **from_file, **flags})
+    train_data = load_data(data, cfg.text_column, cfg.label_column, sep=sep, encoding=encoding)
+    val_data = validation and load_data(validation, cfg.text_column, cfg.label_column, sep=sep, encoding=encoding)
+    clf = run_training(cfg, train_data, val_data)
+    info = clf.info_
+    typer.echo(f"\nPer-epoch validation ({info['best']['metric']} picked epoch {info['best']['epoch']:g}, marked *):")
+    typer.echo(format_history(info["history"], info["best"]["epoch"]), nl=False)
+    typer.echo(f"\nFinal metrics on {info['data']['validation']['rows']} validation texts:")
+    typer.echo(_format_metrics(clf.metrics))
+    typer.echo(f"\nModel saved to {cfg.output_dir} (training took {info['train_seconds']:.0f} s)")
+    for warning in info["warnings"]:
+        typer.echo(f"\n{'!' * 100}\n{warning}\n{'!' * 100}", err=True)
+
+
+@app.command()
+@_errors
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by 'bertfit train'.")],
+    data: DataOpt,
+    text_column: TextColOpt = _DEFAULT["text_column"],
+    label_column: LabelColOpt = _DEFAULT["label_column"],
+    positive_label: Annotated[
+        str | None,
+        typer.Option(
+            "--positive-label", help="Positive class of a binary task; default: the one saved with the model."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object only.")] = False,
+    sep: SepOpt = None,
+    encoding: EncodingOpt = "utf-8",
+) -> None:
+    """Evaluate a trained model on a labelled file."""
+    from .data import load_data
+    from .evaluate import evaluate as run_evaluation
+    from .model import TextClassifier
+
+    clf = TextClassifier.from_pretrained(model_dir)
+    dataset = load_data(data, text_column, label_column, sep=sep, encoding=encoding)
+    metrics = run_evaluation(clf, dataset, positive_label)
+    typer.echo(json.dumps(metrics, indent=2) if as_json else _format_metrics(metrics))
+
+
+@app.command()
+@_errors
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by 'bertfit train'.")],
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", help="File of texts to classify (any format --data takes; only the text column is needed)."
+        ),
+    ] = None,
+    output_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            help="Where --input's predictions go: .csv or .jsonl with text, label, score and prob_<label> columns.",
+        ),
+    ] = None,
+    text_column: Annotated[str, typer.Option("--text-column", help="Column of --input holding the texts.")] = "text",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
+    sep: SepOpt = None,
+    encoding: EncodingOpt = "utf-8",
+) -> None:
+    """Predict labels of texts given as arguments, or of a whole file (--input/--output)."""
+    from .exceptions import ConfigError
+    from .model import TextClassifier
+    from .predict import predict_file, prediction_rows
+
+    if bool(input_file) != bool(output_file) or (input_file and texts) or not (input_file or texts):
+        raise ConfigError("give texts as arguments, or both --input FILE and --output FILE")
+    clf = TextClassifier.from_pretrained(model_dir)
+    if input_file:
+        count = predict_file(
+            clf, input_file, output_file, text_column=text_column, sep=sep, encoding=encoding, overwrite=overwrite
+        )
+        typer.echo(f"wrote {count} predictions to {output_file}")
+        return
+    for row in prediction_rows(clf, list(texts)):
+        typer.echo(f"{row['label']}\t{row['score']:.4f}\t{row['text']}")
+
+
+def _format_metrics(metrics: dict[str, Any]) -> str:
+    lines = [f"  {name:<12}{metrics[name]:.4f}" for name in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc")]
+    if "positive_label" in metrics:
+        lines.append(
+            f"  positive class {metrics['positive_label']!r}: "
+            + "  ".join(f"{name} {metrics[name]:.4f}" for name in ("precision", "recall", "f1", "specificity"))
+        )
+    lines.append(f"  {'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+    for label, s in metrics["per_class"].items():
+        lines.append(f"  {label:<20}{s['precision']:>10.4f}{s['recall']:>10.4f}{s['f1']:>10.4f}{s['support']:>10}")
+    cm = metrics["confusion_matrix"]
+    width = max(8, *(len(label) + 2 for label in cm["labels"]))
+    lines.append("  confusion matrix (rows: true, columns: predicted)")
+    lines.append("  " + " " * width + "".join(f"{label:>{width}}" for label in cm["labels"]))
+    for label, row in zip(cm["labels"], cm["matrix"]):
+        lines.append(f"  {label:<{width}}" + "".join(f"{n:>{width}}" for n in row))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Entry point of the ``bertfit`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

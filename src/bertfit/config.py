@@ -1,0 +1,206 @@
+"""TrainConfig: every option a user tunes, validated before any model is loaded."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+
+__all__ = ["TrainConfig", "METRICS_FOR_BEST_MODEL", "PRECISIONS"]
+
+METRICS_FOR_BEST_MODEL = ("macro_f1", "accuracy", "micro_f1", "weighted_f1", "mcc", "f1", "loss")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass
+class TrainConfig:
+    """Options of one fine-tuning run. Keys of a config file and CLI flags use the same names.
+
+    The defaults were chosen by measurement for the embedded default model (all-MiniLM-L6-v2, 6 layers): see the
+    README's "Defaults" section.
+
+    >>> TrainConfig(epochs=2, learning_rate=1e-4).epochs
+    2
+    """
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Local model directory or Hugging Face hub id; default: the embedded all-MiniLM-L6-v2."},
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Where the trained model is written."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the texts."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the labels."})
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Longest input in tokens; default: the training texts' 99th percentile, capped at the "
+            "model's limit."
+        },
+    )
+    epochs: float = field(default=4, metadata={"help": "Training epochs."})
+    batch_size: int = field(default=32, metadata={"help": "Texts per training step."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of AdamW."})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of steps with a linear learning-rate warm-up."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 turns clipping off)."})
+    seed: int = field(default=42, metadata={"help": "Random seed of the split, initialization and shuffling."})
+    val_size: float = field(
+        default=0.1,
+        metadata={
+            "help": "Share of the training file held out for validation when no validation file is given (stratified)."
+        },
+    )
+    eval_strategy: str = field(
+        default="epoch", metadata={"help": "Evaluate every 'epoch' or every eval_steps 'steps'."}
+    )
+    eval_steps: int | None = field(
+        default=None, metadata={"help": "Steps between evaluations with eval_strategy 'steps'."}
+    )
+    metric_for_best_model: str = field(
+        default="macro_f1",
+        metadata={
+            "help": "Validation metric that picks the checkpoint kept at the end: "
+            + ", ".join(METRICS_FOR_BEST_MODEL)
+            + "."
+        },
+    )
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after this many evaluations without improvement (default: never)."}
+    )
+    positive_label: str | None = field(
+        default=None,
+        metadata={
+            "help": "Positive class of a binary task for precision/recall/F1/specificity; default: the "
+            "minority class in train."
+        },
+    )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "Training arithmetic: auto (bf16 where the CPU/GPU supports it, else fp16 on GPU, else "
+            "fp32), bf16, fp16 or fp32."
+        },
+    )
+    eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation and prediction batch."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run custom code of a hub model (off unless you trust its author)."}
+    )
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing, non-empty output directory."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, float) and self.epochs.is_integer():
+            self.epochs = int(self.epochs)
+        _check(self.epochs > 0, "epochs", self.epochs, "a number > 0")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "an integer >= 1")
+        _check(0 < self.learning_rate < 1, "learning_rate", self.learning_rate, "a number between 0 and 1, e.g. 1e-4")
+        _check(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "a number >= 0")
+        _check(0 < self.val_size < 1, "val_size", self.val_size, "a share between 0 and 1, e.g. 0.1")
+        _check(self.max_length is None or self.max_length >= 8, "max_length", self.max_length, "an integer >= 8")
+        _check(self.eval_strategy in ("epoch", "steps"), "eval_strategy", self.eval_strategy, "'epoch' or 'steps'")
+        _check(
+            self.eval_strategy != "steps" or (self.eval_steps or 0) >= 1,
+            "eval_steps",
+            self.eval_steps,
+            "an integer >= 1 with eval_strategy 'steps'",
+        )
+        _check(
+            self.metric_for_best_model in METRICS_FOR_BEST_MODEL,
+            "metric_for_best_model",
+            self.metric_for_best_model,
+            "one of " + ", ".join(METRICS_FOR_BEST_MODEL),
+        )
+        _check(
+            self.early_stopping_patience is None or self.early_stopping_patience >= 1,
+            "early_stopping_patience",
+            self.early_stopping_patience,
+            "an integer >= 1",
+        )
+        _check(self.precision in PRECISIONS, "precision", self.precision, "one of " + ", ".join(PRECISIONS))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config from a dict, refusing unknown keys with the closest valid name.
+
+        Raises:
+            ConfigError: An unknown key or an invalid value.
+        """
+        names = [f.name for f in fields(cls)]
+        values = {key.replace("-", "_"): value for key, value in values.items()}
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            hints = [
+                f"{key!r} (did you mean {close[0]!r}?)"
+                if (close := difflib.get_close_matches(key, names, 1))
+                else repr(key)
+                for key in unknown
+            ]
+            raise ConfigError(f"unknown config key(s) {', '.join(hints)}; valid keys: {', '.join(sorted(names))}")
+        try:
+            return cls(**values)
+        except TypeError as err:  # a comparison with a wrongly typed value, e.g. epochs: "three"
+            raise ConfigError(f"invalid config value: {err}; check the types of the values") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Read a JSON, YAML or TOML config file; ``overrides`` that are not None win over the file.
+
+        Raises:
+            ConfigError: The file is missing, unparsable, not a mapping, or holds invalid options.
+        """
+        values = read_config_file(path)
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls.from_dict(values)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping stored in a .json, .yaml/.yml or .toml file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the --config path")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".json":
+            values = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        elif suffix == ".toml":
+            values = _toml().loads(text)
+        else:
+            raise ConfigError(f"unknown config format {suffix or '(none)'} of {path}; use .json, .yaml/.yml or .toml")
+    except ConfigError:
+        raise
+    except Exception as err:  # json, yaml and toml each raise their own parse error type
+        raise ConfigError(f"could not parse config file {path}: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of option names to values, got {type(values).__name__}"
+        )
+    return values
+
+
+def _toml():
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib
+
+
+def _check(ok: bool, name: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")

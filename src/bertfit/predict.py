@@ -1,0 +1,97 @@
+"""Prediction over files: stream the input in chunks, write label, score and class probabilities in input order."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .data import iter_text_chunks
+from .exceptions import DataError, OutputExistsError
+from .model import TextClassifier
+
+__all__ = ["predict_file", "prediction_rows"]
+
+logger = logging.getLogger(__name__)
+
+_OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def prediction_rows(classifier: TextClassifier, texts: list[str]) -> list[dict]:
+    """One dict per text: ``text``, ``label``, ``score`` (probability of that label) and ``prob_<label>`` per class.
+
+    >>> prediction_rows(clf, ["see you at 7"])  # doctest: +SKIP
+    [{'text': 'see you at 7', 'label': 'ham', 'score': 0.998, 'prob_ham': 0.998, 'prob_spam': 0.002}]
+    """
+    labels = classifier.labels
+    probs = classifier.predict_proba(texts)
+    best = np.argmax(probs, axis=1) if len(texts) else []
+    return [
+        {
+            "text": text,
+            "label": labels[k],
+            "score": float(p[k]),
+            **{f"prob_{lab}": float(v) for lab, v in zip(labels, p)},
+        }
+        for text, p, k in zip(texts, probs, best)
+    ]
+
+
+def predict_file(
+    classifier: TextClassifier,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    text_column: str = "text",
+    sep: str | None = None,
+    encoding: str = "utf-8",
+    chunk_size: int = 10_000,
+    overwrite: bool = False,
+) -> int:
+    """Predict every text of ``input_path`` and write the rows of :func:`prediction_rows` to ``output_path``.
+
+    The input is read in chunks, so memory stays flat whatever its size; the output (CSV or JSONL, by suffix) keeps
+    the input order and appears only when complete.
+
+    Returns:
+        The number of rows written.
+
+    Raises:
+        DataError: The input cannot be read or the output format is unknown.
+        OutputExistsError: ``output_path`` exists and ``overwrite`` is False.
+    """
+    output_path = Path(output_path)
+    kind = _OUTPUT_FORMATS.get(output_path.suffix.lower())
+    if kind is None:
+        raise DataError(f"unknown output format {output_path.suffix or '(none)'} of {output_path}; use .csv or .jsonl")
+    if output_path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"output file {output_path} already exists; pass --overwrite or choose another --output"
+        )
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output_path.name}.", dir=output_path.parent)
+    rows_written = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            fields = ["text", "label", "score"] + [f"prob_{label}" for label in classifier.labels]
+            writer = csv.DictWriter(handle, fieldnames=fields) if kind == "csv" else None
+            if writer is not None:
+                writer.writeheader()
+            for texts in iter_text_chunks(input_path, text_column, sep=sep, encoding=encoding, chunk_size=chunk_size):
+                rows = prediction_rows(classifier, texts)
+                if writer is not None:
+                    writer.writerows(rows)
+                else:
+                    handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+                rows_written += len(rows)
+                logger.info("predicted %d rows", rows_written)
+        os.replace(tmp, output_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return rows_written

@@ -1,0 +1,471 @@
+"""train(config, data) -> TextClassifier. The only module that touches transformers.Trainer.
+
+The Trainer is the engine; around it bertfit adds what the tutorials lack: a stratified split, a max_length taken
+from the data, dynamic padding over length-grouped batches (never padding every text to max_length), bf16 autocast
+where the hardware has it, the best epoch kept in memory and restored at the end (no optimizer-sized checkpoints on
+disk), a per-epoch table, and a loud warning when the model collapsed onto one class.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from transformers import (
+    DataCollatorWithPadding,
+    PrinterCallback,
+    ProgressCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+
+from ._version import __version__
+from .config import TrainConfig
+from .data import TextDataset, check_validation, load_data, sorted_labels, train_val_split
+from .evaluate import collapse_warning, compute_metrics, minority_label
+from .exceptions import ConfigError, DataError
+from .model import (
+    DEFAULT_MODEL_NAME,
+    TextClassifier,
+    check_output_dir,
+    load_sequence_classifier,
+    load_tokenizer,
+    model_max_length,
+    resolve_model,
+)
+
+__all__ = ["train", "choose_max_length", "resolve_precision", "format_history"]
+
+logger = logging.getLogger(__name__)
+
+_HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "accuracy", "macro_f1", "seconds")
+
+
+def train(
+    config: TrainConfig,
+    train_data: TextDataset | str | Path,
+    validation_data: TextDataset | str | Path | None = None,
+) -> TextClassifier:
+    """Fine-tune ``config.model_name_or_path`` on labelled texts and return the best epoch's classifier.
+
+    Evaluates on validation after every epoch (or every ``eval_steps``), keeps the best state by
+    ``config.metric_for_best_model``, restores it, computes the final metrics and, when ``config.output_dir`` is
+    set, saves the model directory atomically.
+
+    Args:
+        config: Training options.
+        train_data: Labelled texts, or a file to read with ``config.text_column`` / ``config.label_column``.
+        validation_data: Labelled texts or a file for model selection; default: a stratified
+            ``config.val_size`` share of ``train_data``.
+
+    Returns:
+        The fitted classifier; ``.metrics`` holds the final validation metrics and ``.info_["history"]`` the
+        per-evaluation table.
+
+    Raises:
+        DataError: Unusable data (fewer than two classes, unknown validation labels, ...).
+        ConfigError: An option that does not fit the data or hardware.
+        ModelError: The model cannot be loaded.
+        OutputExistsError: ``config.output_dir`` holds files and ``config.overwrite`` is False.
+
+    >>> clf = train(TrainConfig(output_dir="runs/spam"), "examples/sms_spam.csv")  # doctest: +SKIP
+    """
+    if config.output_dir:
+        check_output_dir(config.output_dir, config.overwrite)  # fail before minutes of training, not after
+    train_ds, val_ds, val_from = _prepare_data(config, train_data, validation_data)
+    labels = sorted_labels(train_ds.labels)
+    positive = _positive_label(config, train_ds, labels)
+    precision, device = resolve_precision(config.precision)
+    set_seed(config.seed)
+    model_path = resolve_model(config.model_name_or_path)
+    tokenizer = load_tokenizer(model_path, config.trust_remote_code)
+    label2id = {label: i for i, label in enumerate(labels)}
+    model = load_sequence_classifier(
+        model_path,
+        config.trust_remote_code,
+        num_labels=len(labels),
+        label2id=label2id,
+        id2label=dict(enumerate(labels)),
+        ignore_mismatched_sizes=True,
+    )
+    max_length = config.max_length or choose_max_length(
+        tokenizer, train_ds.texts, model_max_length(tokenizer, model.config)
+    )
+    train_features = _encode(tokenizer, train_ds, label2id, max_length)
+    val_features = _encode(tokenizer, val_ds, label2id, max_length)
+    # Evaluation order does not matter, so sort validation by length: each eval batch then has little padding.
+    val_features.sort(key=lambda f: len(f["input_ids"]))
+
+    monitor = _Monitor(config, labels, positive)
+    counter = _TokenCounter(model)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bertfit-") as workdir:
+        trainer = _build_trainer(
+            config,
+            model,
+            tokenizer,
+            train_features,
+            val_features,
+            precision,
+            device,
+            monitor,
+            workdir,
+            labels,
+            positive,
+        )
+        trainer.train()
+    train_seconds = time.perf_counter() - start
+    counter.handle.remove()
+    if monitor.best_state is not None:
+        model.load_state_dict(monitor.best_state)
+    logger.info(
+        "training took %.1f s, %.0f real tokens/s; padding was %.1f%% of the tokens in training batches",
+        train_seconds,
+        counter.real_tokens / train_seconds,
+        100 * counter.padding_share,
+    )
+
+    info = _run_info(
+        config,
+        labels,
+        positive,
+        max_length,
+        precision,
+        model_path,
+        train_ds,
+        val_ds,
+        val_from,
+        monitor,
+        train_seconds,
+        counter,
+    )
+    classifier = TextClassifier._from_trained(model, tokenizer, info, batch_size=config.eval_batch_size)
+    predictions = classifier.predict(val_ds.texts)
+    classifier.metrics_ = compute_metrics(val_ds.labels, predictions, labels, positive)
+    warning = collapse_warning(val_ds.labels, predictions)
+    if warning:
+        logger.warning(warning)
+        info["warnings"].append(warning)
+    if config.output_dir:
+        classifier.save_pretrained(config.output_dir, overwrite=config.overwrite)
+    return classifier
+
+
+def _prepare_data(config: TrainConfig, train_data, validation_data) -> tuple[TextDataset, TextDataset, str]:
+    if not isinstance(train_data, TextDataset):
+        train_data = load_data(train_data, config.text_column, config.label_column)
+    if len(set(train_data.labels)) < 2:
+        raise DataError(
+            f"training data {train_data.source} has a single class {train_data.classes}; a classifier needs at least "
+            "two classes (check --label-column)"
+        )
+    if validation_data is None:
+        train_ds, val_ds = train_val_split(train_data, config.val_size, config.seed)
+        logger.info(
+            "held out a stratified %.0f%% of %s for validation: %d train / %d validation rows",
+            100 * config.val_size,
+            train_data.source,
+            len(train_ds),
+            len(val_ds),
+        )
+        return train_ds, val_ds, "split"
+    if not isinstance(validation_data, TextDataset):
+        validation_data = load_data(validation_data, config.text_column, config.label_column)
+    check_validation(train_data, validation_data)
+    return train_data, validation_data, "file"
+
+
+def _positive_label(config: TrainConfig, train_ds: TextDataset, labels: list[str]) -> str | None:
+    if len(labels) != 2:
+        if config.positive_label is not None:
+            logger.warning(
+                "ignoring positive_label %r: the task has %d classes, not 2", config.positive_label, len(labels)
+            )
+        return None
+    if config.positive_label is None:
+        positive = minority_label(train_ds.labels)
+        logger.info(
+            "positive class for precision/recall/F1: %r (the minority class; set --positive-label to change)", positive
+        )
+        return positive
+    if config.positive_label not in labels:
+        raise ConfigError(
+            f"positive_label {config.positive_label!r} is not a label of the training data {labels}; "
+            "pass --positive-label with one of them"
+        )
+    return config.positive_label
+
+
+def resolve_precision(requested: str) -> tuple[str, str]:
+    """The training arithmetic and device: ``auto`` picks bf16 on CPUs with AVX512-BF16/AMX and on bf16 GPUs,
+    fp16 on older GPUs, fp32 elsewhere.
+
+    Returns:
+        ``(precision, device)``, e.g. ``("bf16", "cpu")``.
+
+    Raises:
+        ConfigError: fp16 asked for without a CUDA GPU.
+    """
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+    else:
+        bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if requested == "auto":
+        chosen = "bf16" if bf16 else ("fp16" if device == "cuda" else "fp32")
+        logger.info(
+            "precision: %s on %s (weights and optimizer state stay fp32; --precision overrides)", chosen, device
+        )
+        return chosen, device
+    if requested == "fp16" and device == "cpu":
+        raise ConfigError("precision fp16 needs a CUDA GPU and none is available; use --precision bf16 or fp32")
+    if requested == "bf16" and not bf16:
+        logger.warning("precision bf16 was asked for but this %s has no native bf16 support; it will be slow", device)
+    return requested, device
+
+
+def choose_max_length(tokenizer, texts: list[str], limit: int) -> int:
+    """The 99th percentile of the texts' token counts, rounded up to a multiple of 8, at most ``limit``."""
+    lengths = np.fromiter(
+        (len(ids) for ids in tokenizer(texts, truncation=True, max_length=limit)["input_ids"]), dtype=np.int64
+    )
+    p99 = float(np.percentile(lengths, 99))
+    chosen = int(min(limit, max(16, 8 * math.ceil(p99 / 8))))
+    truncated = int((lengths > chosen).sum())
+    logger.info(
+        "max_length %d: the 99th percentile of training token counts (%.0f), capped at the model limit %d; "
+        "%d training texts (%.1f%%) are truncated (set --max-length to change)",
+        chosen,
+        p99,
+        limit,
+        truncated,
+        100 * truncated / len(lengths),
+    )
+    return chosen
+
+
+def _encode(tokenizer, dataset: TextDataset, label2id: dict[str, int], max_length: int) -> list[dict[str, Any]]:
+    encoded = tokenizer(dataset.texts, truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    return [{**{k: encoded[k][i] for k in keys}, "labels": label2id[label]} for i, label in enumerate(dataset.labels)]
+
+
+class _TokenCounter:
+    """Counts real and padded tokens of the training forward passes (a forward pre-hook on the model)."""
+
+    def __init__(self, model):
+        self.real = self.total = 0
+        self.handle = model.register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if module.training and mask is not None:
+            self.real += mask.sum()  # stays a tensor: no host sync per step
+            self.total += mask.numel()
+
+    @property
+    def real_tokens(self) -> int:
+        return int(self.real)
+
+    @property
+    def padding_share(self) -> float:
+        return 1 - int(self.real) / self.total if self.total else 0.0
+
+
+def _build_trainer(
+    config, model, tokenizer, train_features, val_features, precision, device, monitor, workdir, labels, positive
+):
+    args = TrainingArguments(
+        output_dir=workdir,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the total steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        eval_strategy=config.eval_strategy,
+        eval_steps=config.eval_steps,
+        logging_strategy=config.eval_strategy,
+        logging_steps=config.eval_steps or 500,
+        save_strategy="no",  # the best state is kept in memory by _Monitor
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        train_sampling_strategy="group_by_length",
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=not sys.stderr.isatty(),
+    )
+
+    def metrics_for_trainer(prediction) -> dict[str, float]:
+        pred = [labels[i] for i in np.argmax(prediction.predictions, axis=-1)]
+        true = [labels[i] for i in prediction.label_ids]
+        metrics = compute_metrics(true, pred, labels, positive)
+        return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_features,
+        eval_dataset=val_features,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=metrics_for_trainer,
+        callbacks=[monitor],
+    )
+    # The stock progress callbacks also print every log dict; _Monitor prints the per-epoch table instead.
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    if not args.disable_tqdm:
+        trainer.add_callback(_QuietProgress())
+    return trainer
+
+
+class _QuietProgress(ProgressCallback):
+    """The stock progress bars without the stock printing of every log dict."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+class _Monitor(TrainerCallback):
+    """Builds the per-evaluation table, keeps the best state in memory and stops early on a plateau."""
+
+    def __init__(self, config: TrainConfig, labels: list[str], positive: str | None):
+        self.metric = config.metric_for_best_model
+        self.patience = config.early_stopping_patience
+        self.rows: list[dict[str, Any]] = []
+        self.best_state: dict | None = None
+        self.best_row: dict[str, Any] | None = None
+        self._bad_evals = 0
+        self._train_loss: float | None = None
+        self._since = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._since = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self._train_loss = float(logs["loss"])
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        now = time.perf_counter()
+        row = {
+            "epoch": round(float(state.epoch or 0), 2),
+            "step": state.global_step,
+            "train_loss": self._train_loss,
+            "val_loss": metrics.get("eval_loss"),
+            **{
+                k[len("eval_") :]: v
+                for k, v in metrics.items()
+                if k[len("eval_") :] in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc", "f1")
+            },
+            "seconds": round(now - self._since, 1),
+        }
+        self._since = now
+        self.rows.append(row)
+        if len(self.rows) == 1:
+            logger.info(format_history([]).rstrip("\n"))
+        logger.info(_format_row(row))
+        value = row["val_loss"] if self.metric == "loss" else row.get(self.metric)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return
+        best = None if self.best_row is None else self.best_row["_value"]
+        if best is None or (value < best if self.metric == "loss" else value > best):
+            self.best_row = {**row, "_value": value}
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            self._bad_evals = 0
+        else:
+            self._bad_evals += 1
+            if self.patience and self._bad_evals >= self.patience:
+                logger.info("stopping early: %s has not improved for %d evaluations", self.metric, self._bad_evals)
+                control.should_training_stop = True
+
+
+def format_history(rows: list[dict[str, Any]], best_epoch: float | None = None) -> str:
+    """The per-evaluation table as fixed-width text: epoch, train loss, val loss, accuracy, macro-F1, seconds.
+
+    The row of ``best_epoch`` is marked with ``*``.
+    """
+    header = "".join(f"{name:>12}" for name in _HISTORY_COLUMNS) + "\n"
+    return header + "".join(_format_row(row, row["epoch"] == best_epoch) + "\n" for row in rows)
+
+
+def _format_row(row: dict[str, Any], best: bool = False) -> str:
+    cells = []
+    for name in _HISTORY_COLUMNS:
+        value = row.get(name)
+        if value is None:
+            cells.append(f"{'-':>12}")
+        elif name == "epoch":
+            cells.append(f"{value:>11g}" + ("*" if best else " "))
+        elif name == "seconds":
+            cells.append(f"{value:>12.1f}")
+        else:
+            cells.append(f"{value:>12.4f}")
+    return "".join(cells)
+
+
+def _run_info(
+    config,
+    labels,
+    positive,
+    max_length,
+    precision,
+    model_path,
+    train_ds,
+    val_ds,
+    val_from,
+    monitor,
+    train_seconds,
+    counter,
+) -> dict[str, Any]:
+    best = monitor.best_row or {}
+    return {
+        "bertfit_version": __version__,
+        "labels": labels,
+        "positive_label": positive,
+        "max_length": max_length,
+        "base_model": config.model_name_or_path or DEFAULT_MODEL_NAME,
+        "base_model_path": model_path if config.model_name_or_path else None,
+        "config": config.to_dict(),
+        "precision": precision,
+        "data": {
+            "train": _describe(train_ds),
+            "validation": {**_describe(val_ds), "from": val_from},
+        },
+        "history": monitor.rows,
+        "best": {"epoch": best.get("epoch"), "metric": config.metric_for_best_model, "value": best.get("_value")},
+        "train_seconds": round(train_seconds, 1),
+        "train_tokens": counter.real_tokens,
+        "padding_share": round(counter.padding_share, 4),
+        "warnings": [],
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+    }
+
+
+def _describe(dataset: TextDataset) -> dict[str, Any]:
+    return {
+        "source": dataset.source,
+        "rows": len(dataset),
+        "fingerprint": dataset.fingerprint(),
+        "label_counts": dataset.label_counts(),
+    }

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import sentiment_rows, write_csv
+from typer.testing import CliRunner
+
+from bertfit import __version__
+from bertfit.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def _fast_flags(tiny_model_dir) -> list[str]:
+    return [
+        "--model",
+        str(tiny_model_dir),
+        "--epochs",
+        "5",
+        "--batch-size",
+        "8",
+        "--lr",
+        "5e-3",
+        "--precision",
+        "fp32",
+    ]
+
+
+def test_version_and_help():
+    assert run("--version").stdout.strip() == f"bertfit {__version__}"
+    result = run("train", "--help")
+    assert result.exit_code == 0
+    assert "--val-size" in result.stdout and "Share of the training file held out for validation" in result.stdout
+    assert "[default: 0.1]" in result.stdout and "[default: bertfit-model]" in result.stdout
+
+
+def test_train_evaluate_predict_end_to_end(tiny_model_dir, sentiment_csv, tmp_path):
+    out = tmp_path / "model"
+    result = run("train", "--data", sentiment_csv, "--output-dir", out, *_fast_flags(tiny_model_dir))
+    assert result.exit_code == 0, result.output
+    assert "train_loss" in result.stdout and "Final metrics on 12 validation texts" in result.stdout
+    assert "positive class 'pos'" in result.stdout
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] >= 0.9
+
+    result = run("evaluate", out, "--data", sentiment_csv, "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["positive_label"] == "pos" and metrics["accuracy"] >= 0.9
+
+    result = run("predict", out, "the film was superb", "the plot is really awful")
+    assert result.exit_code == 0, result.output
+    lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
+    assert [(line[0], line[2]) for line in lines] == [
+        ("pos", "the film was superb"),
+        ("neg", "the plot is really awful"),
+    ]
+
+    predictions = tmp_path / "pred.csv"
+    result = run("predict", out, "--input", sentiment_csv, "--output", predictions)
+    assert result.exit_code == 0, result.output
+    with open(predictions, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["text", "label", "score", "prob_neg", "prob_pos"]
+    assert [r["text"] for r in rows] == [t for t, _ in sentiment_rows()]
+    assert float(rows[0]["score"]) == max(float(rows[0]["prob_neg"]), float(rows[0]["prob_pos"]))
+
+    jsonl = tmp_path / "pred.jsonl"
+    assert run("predict", out, "--input", sentiment_csv, "--output", jsonl).exit_code == 0
+    assert len(jsonl.read_text().splitlines()) == 120
+    assert run("predict", out, "--input", sentiment_csv, "--output", jsonl).exit_code == 2  # exists, no --overwrite
+
+
+def test_config_file_and_flags_win(tiny_model_dir, sentiment_csv, tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        f"model_name_or_path: {tiny_model_dir}\nepochs: 1\nbatch_size: 8\nlearning_rate: 5.0e-3\n"
+        "precision: fp32\nseed: 3\n"
+    )
+    out = tmp_path / "model"
+    result = run("train", "--data", sentiment_csv, "--config", config, "--epochs", "2", "--output-dir", out)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "bertfit.json").read_text())["config"]
+    assert (saved["epochs"], saved["seed"], saved["batch_size"]) == (2, 3, 8)
+
+
+def _expect_error(result, name: str, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert f"{name}: " in result.stderr and message in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        (None, "DataError", "does not exist"),
+        (b"", "DataError", "is empty"),
+        (b"body,target\nx,y\n", "DataError", "found ['body', 'target']; pass --text-column/--label-column"),
+        (b"text,label\n,pos\n ,neg\n", "DataError", "every row"),
+        (b"text,label\ngood,pos\nbad,\n", "DataError", "no value in label column 'label' (data rows 2)"),
+        (b"text,label\ngood,pos\nbad,pos\n", "DataError", "single class ['pos']"),
+        (b"text,label\na,x\nb,x\nc,x\nd,y\n", "DataError", "class(es) ['y']"),
+        (b"text,label\ncaf\xe9,x\n", "DataError", "--encoding latin-1"),
+    ],
+)
+def test_bad_training_data(tiny_model_dir, tmp_path, content, name, message):
+    path = tmp_path / "train.csv"
+    if content is not None:
+        path.write_bytes(content)
+    result = run("train", "--data", path, "--output-dir", tmp_path / "out", *_fast_flags(tiny_model_dir))
+    _expect_error(result, name, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_format_and_unseen_validation_labels(tiny_model_dir, sentiment_csv, tmp_path):
+    (tmp_path / "d.xlsx").write_text("x")
+    _expect_error(run("train", "--data", tmp_path / "d.xlsx"), "DataError", "unknown format")
+    val = write_csv(tmp_path / "val.csv", [("good", "pos"), ("meh", "neutral")])
+    result = run("train", "--data", sentiment_csv, "--validation", val, *_fast_flags(tiny_model_dir))
+    _expect_error(result, "DataError", "validation labels ['neutral'] do not occur")
+
+
+def test_existing_output_is_refused_and_untouched(tiny_model_dir, sentiment_csv, tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    result = run("train", "--data", sentiment_csv, "--output-dir", out, *_fast_flags(tiny_model_dir))
+    _expect_error(result, "OutputExistsError", "pass --overwrite")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_bad_options_and_model(tmp_path, sentiment_csv):
+    _expect_error(run("train", "--data", sentiment_csv, "--lr", "5"), "ConfigError", "learning_rate must be")
+    _expect_error(run("train", "--data", sentiment_csv, "--model", tmp_path), "ModelError", "could not load model")
+    _expect_error(run("evaluate", tmp_path / "nope", "--data", sentiment_csv), "ModelError", "does not exist")
+    _expect_error(run("predict", tmp_path), "ConfigError", "give texts as arguments")

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bertfit import ModelError, NotFittedError, OutputExistsError, TextClassifier
+from bertfit.model import atomic_directory, default_model_path
+
+
+@pytest.fixture(scope="module")
+def clf(trained_dir):
+    return TextClassifier.from_pretrained(trained_dir)
+
+
+def test_use_before_fit_raises_not_fitted():
+    clf = TextClassifier()
+    for call in (lambda: clf.predict("x"), lambda: clf.predict_proba(["x"]), lambda: clf.save_pretrained("/tmp/x")):
+        with pytest.raises(NotFittedError, match="This TextClassifier instance is not fitted yet. Call 'fit'"):
+            call()
+
+
+def test_predict_returns_label_names(clf):
+    assert clf.labels == ["neg", "pos"]
+    assert clf.predict("the film was superb") == "pos"
+    assert clf.predict(["the plot is really awful", "it was quite lovely"]) == ["neg", "pos"]
+    assert clf.predict([]) == []
+
+
+def test_predict_proba_is_softmax_of_raw_logits_in_input_order(clf):
+    texts = ["the film was good", "bad", "this movie is very very boring and the plot is poor", "nice"]
+    probs = clf.predict_proba(texts)
+    with torch.no_grad():
+        for text, row in zip(texts, probs):  # one text at a time: no padding, no sorting
+            logits = clf.model_(**clf.tokenizer_(text, return_tensors="pt")).logits[0]
+            np.testing.assert_allclose(row, torch.softmax(logits, -1).numpy(), rtol=1e-5, atol=1e-6)
+    assert probs.shape == (4, 2)
+    np.testing.assert_allclose(clf.predict_proba("bad"), probs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_save_load_gives_identical_predictions(clf, tmp_path):
+    texts = ["the film was good", "it was quite sad", "free prize call now"]
+    clf.save_pretrained(tmp_path / "copy")
+    again = TextClassifier.from_pretrained(tmp_path / "copy")
+    np.testing.assert_array_equal(again.predict_proba(texts), clf.predict_proba(texts))
+    assert again.info_ == clf.info_ and again.metrics == clf.metrics
+
+
+def test_saved_directory_is_a_standard_hf_model(trained_dir, clf):
+    from transformers import pipeline
+
+    files = {p.name for p in trained_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "bertfit.json", "metrics.json"} <= files
+    config = json.loads((trained_dir / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"}
+    texts = ["the film was superb", "the plot is really awful", "hello"]
+    hf = pipeline("text-classification", model=str(trained_dir), device="cpu")
+    assert [r["label"] for r in hf(texts)] == clf.predict(texts)
+
+
+def test_save_refuses_non_empty_directory_and_keeps_it(clf, tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="already exists and is not empty; pass --overwrite"):
+        clf.save_pretrained(target)
+    assert [p.name for p in target.iterdir()] == ["keep.txt"]
+    clf.save_pretrained(target, overwrite=True)
+    assert not (target / "keep.txt").exists() and (target / "bertfit.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_atomic_directory_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "model"
+    with pytest.raises(RuntimeError), atomic_directory(target, overwrite=False) as staging:
+        (staging / "half.bin").write_bytes(b"x")
+        raise RuntimeError("crash while writing")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_errors_name_the_problem(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        TextClassifier.from_pretrained(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="could not load model"):
+        TextClassifier.from_pretrained(tmp_path / "empty")
+
+
+def test_plain_hf_classifier_loads_with_its_labels(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=3, id2label={0: "x", 1: "y", 2: "z"}, label2id={"x": 0, "y": 1, "z": 2}
+    )
+    model.save_pretrained(tmp_path / "plain")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "plain")
+    clf = TextClassifier.from_pretrained(tmp_path / "plain")
+    assert clf.labels == ["x", "y", "z"] and clf.max_length == 64
+    assert clf.predict("good") in {"x", "y", "z"}
+
+
+def test_default_model_is_found_by_package_metadata_and_verified():
+    path = default_model_path()
+    assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()

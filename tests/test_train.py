@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import sentiment_rows
+
+from bertfit import DataError, OutputExistsError, TextClassifier, TextDataset, train
+from bertfit.train import choose_max_length, format_history, resolve_precision
+
+
+def _dataset(n=120, seed=0) -> TextDataset:
+    rows = sentiment_rows(n, seed)
+    return TextDataset([t for t, _ in rows], [lab for _, lab in rows])
+
+
+def test_train_learns_and_records_history(tiny_config):
+    clf = train(tiny_config(), _dataset())
+    assert clf.metrics["accuracy"] >= 0.9
+    history = clf.info_["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
+    assert all(set(row) >= {"train_loss", "val_loss", "accuracy", "macro_f1", "seconds"} for row in history)
+    best = max(history, key=lambda row: row["macro_f1"])
+    assert clf.info_["best"]["value"] == best["macro_f1"]
+    assert clf.info_["data"]["validation"] == {**clf.info_["data"]["validation"], "rows": 12, "from": "split"}
+    assert 0 <= clf.info_["padding_share"] < 0.5
+
+
+def test_best_epoch_is_restored_not_the_last(tiny_config):
+    # A learning rate this high makes later epochs worse; the restored model must score like the best epoch.
+    clf = train(tiny_config(learning_rate=0.3, epochs=4, metric_for_best_model="accuracy"), _dataset())
+    best = max(row["accuracy"] for row in clf.info_["history"])
+    assert clf.info_["best"]["value"] == best
+    assert clf.metrics["accuracy"] == pytest.approx(best, abs=0.09)  # final eval is fp32 predict of that state
+
+
+def test_early_stopping(tiny_config):
+    clf = train(tiny_config(learning_rate=1e-9, epochs=10, early_stopping_patience=2), _dataset())
+    assert len(clf.info_["history"]) < 10
+
+
+def test_collapse_is_reported(tiny_config):
+    # With a near-zero learning rate the random head predicts one class for everything.
+    clf = train(tiny_config(learning_rate=1e-9, epochs=1), _dataset())
+    assert clf.info_["warnings"] and "MODEL COLLAPSE" in clf.info_["warnings"][0]
+
+
+def test_fit_wraps_train_and_saves_nothing(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = sentiment_rows()
+    clf = TextClassifier(tiny_config().model_name_or_path, config=tiny_config())
+    assert clf.fit([t for t, _ in rows], [lab for _, lab in rows]) is clf
+    assert clf.predict("the film was superb") == "pos"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_saves_output_with_exact_metric_keys(tiny_config, tmp_path):
+    out = tmp_path / "model"
+    train(tiny_config(output_dir=str(out)), _dataset())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {
+        "accuracy",
+        "macro_f1",
+        "micro_f1",
+        "weighted_f1",
+        "mcc",
+        "per_class",
+        "confusion_matrix",
+        "positive_label",
+        "precision",
+        "recall",
+        "f1",
+        "specificity",
+    }
+    info = json.loads((out / "bertfit.json").read_text())
+    assert info["labels"] == ["neg", "pos"] and info["positive_label"] == "pos"  # a tie goes to the last label
+    assert info["data"]["train"]["fingerprint"]
+    assert set(info["versions"]) == {"python", "torch", "transformers"}
+
+
+def test_output_dir_is_checked_before_training(tiny_config, tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "old.txt").write_text("keep")
+    with pytest.raises(OutputExistsError):
+        train(tiny_config(output_dir=str(out)), TextDataset(["a"], ["x"]))  # data never looked at
+    assert (out / "old.txt").read_text() == "keep"
+
+
+def test_single_class_and_unknown_validation_labels(tiny_config):
+    with pytest.raises(DataError, match=r"single class \['x'\]"):
+        train(tiny_config(), TextDataset(["a", "b"], ["x", "x"]))
+    with pytest.raises(DataError, match=r"validation labels \['z'\]"):
+        train(tiny_config(), _dataset(), TextDataset(["a"], ["z"]))
+
+
+def test_validation_file_is_used_as_given(tiny_config):
+    val = _dataset(20, seed=5)
+    clf = train(tiny_config(epochs=1), _dataset(), val)
+    assert clf.info_["data"]["validation"]["rows"] == 20 and clf.info_["data"]["validation"]["from"] == "file"
+    assert sum(row["support"] for row in clf.metrics["per_class"].values()) == 20
+
+
+def test_choose_max_length_is_p99_rounded_and_capped(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = ["good"] * 99 + ["good " * 40]  # 3 tokens x 99, one of 42 tokens
+    assert choose_max_length(tokenizer, texts, 64) == 16  # p99 ~ 3.4 -> at least 16
+    long_texts = ["good " * 30] * 100  # 32 tokens
+    assert choose_max_length(tokenizer, long_texts, 64) == 32
+    assert choose_max_length(tokenizer, ["good " * 100] * 10, 64) == 64
+
+
+def test_precision_choice():
+    precision, device = resolve_precision("auto")
+    assert precision in {"bf16", "fp32"} and device == "cpu"
+    assert resolve_precision("fp32") == ("fp32", "cpu")
+    from bertfit import ConfigError
+
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16")
+
+
+def test_format_history_marks_best_epoch():
+    rows = [
+        {"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "accuracy": 0.8, "macro_f1": 0.7, "seconds": 3.0},
+        {"epoch": 2, "train_loss": None, "val_loss": 0.3, "accuracy": 0.9, "macro_f1": 0.8, "seconds": 2.5},
+    ]
+    text = format_history(rows, best_epoch=2)
+    lines = text.splitlines()
+    assert lines[0].split() == ["epoch", "train_loss", "val_loss", "accuracy", "macro_f1", "seconds"]
+    assert lines[2].split() == ["2*", "-", "0.3000", "0.9000", "0.8000", "2.5"]
