@@ -292,7 +292,8 @@ class TextClassifier:
         from .train import train
 
         config = self.config or TrainConfig()
-        config = TrainConfig.from_dict({**config.to_dict(), "model_name_or_path": self.model_name_or_path})
+        if self.model_name_or_path is not None:
+            config = TrainConfig.from_dict({**config.to_dict(), "model_name_or_path": self.model_name_or_path})
         train_data = TextDataset(list(texts), [str(label) for label in labels])
         val_data = None if validation is None else TextDataset(list(validation[0]), [str(v) for v in validation[1]])
         trained = train(config, train_data, val_data)

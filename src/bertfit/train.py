@@ -107,7 +107,7 @@ def train(
     # Evaluation order does not matter, so sort validation by length: each eval batch then has little padding.
     val_features.sort(key=lambda f: len(f["input_ids"]))
 
-    monitor = _Monitor(config, labels, positive)
+    monitor = _Monitor(config)
     counter = _TokenCounter(model)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bertfit-") as workdir:
@@ -136,20 +136,28 @@ def train(
         100 * counter.padding_share,
     )
 
-    info = _run_info(
-        config,
-        labels,
-        positive,
-        max_length,
-        precision,
-        model_path,
-        train_ds,
-        val_ds,
-        val_from,
-        monitor,
-        train_seconds,
-        counter,
-    )
+    best = monitor.best_row or {}
+    info = {
+        "bertfit_version": __version__,
+        "labels": labels,
+        "positive_label": positive,
+        "max_length": max_length,
+        "base_model": config.model_name_or_path or DEFAULT_MODEL_NAME,
+        "config": config.to_dict(),
+        "precision": precision,
+        "data": {"train": _describe(train_ds), "validation": {**_describe(val_ds), "from": val_from}},
+        "history": monitor.rows,
+        "best": {"epoch": best.get("epoch"), "metric": config.metric_for_best_model, "value": best.get("_value")},
+        "train_seconds": round(train_seconds, 1),
+        "train_tokens": counter.real_tokens,
+        "padding_share": round(counter.padding_share, 4),
+        "warnings": [],
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+    }
     classifier = TextClassifier._from_trained(model, tokenizer, info, batch_size=config.eval_batch_size)
     predictions = classifier.predict(val_ds.texts)
     classifier.metrics_ = compute_metrics(val_ds.labels, predictions, labels, positive)
@@ -345,7 +353,7 @@ class _QuietProgress(ProgressCallback):
 class _Monitor(TrainerCallback):
     """Builds the per-evaluation table, keeps the best state in memory and stops early on a plateau."""
 
-    def __init__(self, config: TrainConfig, labels: list[str], positive: str | None):
+    def __init__(self, config: TrainConfig):
         self.metric = config.metric_for_best_model
         self.patience = config.early_stopping_patience
         self.rows: list[dict[str, Any]] = []
@@ -418,48 +426,6 @@ def _format_row(row: dict[str, Any], best: bool = False) -> str:
         else:
             cells.append(f"{value:>12.4f}")
     return "".join(cells)
-
-
-def _run_info(
-    config,
-    labels,
-    positive,
-    max_length,
-    precision,
-    model_path,
-    train_ds,
-    val_ds,
-    val_from,
-    monitor,
-    train_seconds,
-    counter,
-) -> dict[str, Any]:
-    best = monitor.best_row or {}
-    return {
-        "bertfit_version": __version__,
-        "labels": labels,
-        "positive_label": positive,
-        "max_length": max_length,
-        "base_model": config.model_name_or_path or DEFAULT_MODEL_NAME,
-        "base_model_path": model_path if config.model_name_or_path else None,
-        "config": config.to_dict(),
-        "precision": precision,
-        "data": {
-            "train": _describe(train_ds),
-            "validation": {**_describe(val_ds), "from": val_from},
-        },
-        "history": monitor.rows,
-        "best": {"epoch": best.get("epoch"), "metric": config.metric_for_best_model, "value": best.get("_value")},
-        "train_seconds": round(train_seconds, 1),
-        "train_tokens": counter.real_tokens,
-        "padding_share": round(counter.padding_share, 4),
-        "warnings": [],
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
-    }
 
 
 def _describe(dataset: TextDataset) -> dict[str, Any]:
