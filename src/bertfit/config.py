@@ -11,10 +11,11 @@ from typing import Any
 
 from .exceptions import ConfigError
 
-__all__ = ["TrainConfig", "METRICS_FOR_BEST_MODEL", "PRECISIONS"]
+__all__ = ["TrainConfig", "METRICS_FOR_BEST_MODEL", "PRECISIONS", "TRACKERS"]
 
 METRICS_FOR_BEST_MODEL = ("macro_f1", "accuracy", "micro_f1", "weighted_f1", "mcc", "f1", "loss")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+TRACKERS = ("mlflow", "tensorboard", "wandb")
 
 
 @dataclass
@@ -91,6 +92,20 @@ class TrainConfig:
         default=False, metadata={"help": "Run custom code of a hub model (off unless you trust its author)."}
     )
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing, non-empty output directory."})
+    track: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also send parameters and metrics to an experiment tracker: " + ", ".join(TRACKERS) + " (the "
+            "output directory always gets them in bertfit.json)."
+        },
+    )
+    tracking_uri: str | None = field(
+        default=None,
+        metadata={
+            "help": "MLflow tracking URI (default ./mlruns, a local file store) or TensorBoard log directory "
+            "(default ./tensorboard); wandb reads WANDB_PROJECT/WANDB_MODE instead."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, float) and self.epochs.is_integer():
@@ -124,6 +139,7 @@ class TrainConfig:
             "an integer >= 1",
         )
         _check(self.precision in PRECISIONS, "precision", self.precision, "one of " + ", ".join(PRECISIONS))
+        _check(self.track is None or self.track in TRACKERS, "track", self.track, "one of " + ", ".join(TRACKERS))
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a JSON-ready dict."""

@@ -6,13 +6,23 @@ BertfitError                      base class; the CLI prints "ErrorName: message
  ├── ModelError (OSError)         a model directory or hub id that cannot be loaded
  ├── OutputExistsError            the output directory exists and holds files; pass overwrite=True
  │    (FileExistsError)
- └── NotFittedError               predict/save before fit or from_pretrained
-      (ValueError, AttributeError)
+ ├── NotFittedError               predict/save before fit or from_pretrained
+ │    (ValueError, AttributeError)
+ └── MissingDependencyError       an optional extra is not installed; the message gives the pip line
+      (ImportError)
 """
 
 from __future__ import annotations
 
-__all__ = ["BertfitError", "ConfigError", "DataError", "ModelError", "NotFittedError", "OutputExistsError"]
+__all__ = [
+    "BertfitError",
+    "ConfigError",
+    "DataError",
+    "MissingDependencyError",
+    "ModelError",
+    "NotFittedError",
+    "OutputExistsError",
+]
 
 
 class BertfitError(Exception):
@@ -37,3 +47,12 @@ class OutputExistsError(BertfitError, FileExistsError):
 
 class NotFittedError(BertfitError, ValueError, AttributeError):
     """The classifier was used before it was fitted or loaded."""
+
+
+class MissingDependencyError(BertfitError, ImportError):
+    """An optional extra (``bertfit[serve]``, ``bertfit[track]``, ...) is needed and not installed."""
+
+    @classmethod
+    def for_extra(cls, feature: str, extra: str, module: str) -> MissingDependencyError:
+        """The error for ``feature`` needing ``module``, with the exact install line of ``extra``."""
+        return cls(f"{feature} needs {module}, which is not installed; run: pip install 'bertfit[{extra}]'")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import sys
 import tempfile
@@ -44,8 +45,9 @@ from .model import (
     model_max_length,
     resolve_model,
 )
+from .track import Tracker
 
-__all__ = ["train", "choose_max_length", "resolve_precision", "format_history"]
+__all__ = ["train", "choose_max_length", "resolve_precision", "format_history", "is_main_process"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +84,9 @@ def train(
     >>> clf = train(TrainConfig(output_dir="runs/spam"), "examples/sms_spam.csv")  # doctest: +SKIP
     """
     if config.output_dir:
+        # Every rank of a distributed run checks before training; only rank 0 writes, after training.
         check_output_dir(config.output_dir, config.overwrite)  # fail before minutes of training, not after
+    tracker = Tracker(config, main_process=is_main_process())
     train_ds, val_ds, val_from = _prepare_data(config, train_data, validation_data)
     labels = sorted_labels(train_ds.labels)
     positive = _positive_label(config, train_ds, labels)
@@ -110,7 +114,8 @@ def train(
     monitor = _Monitor(config)
     counter = _TokenCounter(model)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bertfit-") as workdir:
+    tracker.start()
+    with tracker.closing_on_error(), tempfile.TemporaryDirectory(prefix="bertfit-") as workdir:
         trainer = _build_trainer(
             config,
             model,
@@ -123,6 +128,7 @@ def train(
             workdir,
             labels,
             positive,
+            tracker,
         )
         trainer.train()
     train_seconds = time.perf_counter() - start
@@ -147,6 +153,8 @@ def train(
         "precision": precision,
         "data": {"train": _describe(train_ds), "validation": {**_describe(val_ds), "from": val_from}},
         "history": monitor.rows,
+        "schedule": monitor.schedule,
+        "log_history": monitor.log_history,
         "best": {"epoch": best.get("epoch"), "metric": config.metric_for_best_model, "value": best.get("_value")},
         "train_seconds": round(train_seconds, 1),
         "train_tokens": counter.real_tokens,
@@ -159,6 +167,8 @@ def train(
         },
     }
     classifier = TextClassifier._from_trained(model, tokenizer, info, batch_size=config.eval_batch_size)
+    if not monitor.main_process:  # another rank of a distributed run: rank 0 evaluates, saves and tracks
+        return classifier
     predictions = classifier.predict(val_ds.texts)
     classifier.metrics_ = compute_metrics(val_ds.labels, predictions, labels, positive)
     warning = collapse_warning(val_ds.labels, predictions)
@@ -167,7 +177,15 @@ def train(
         info["warnings"].append(warning)
     if config.output_dir:
         classifier.save_pretrained(config.output_dir, overwrite=config.overwrite)
+    tracker.finish(classifier.metrics_, config.output_dir)
     return classifier
+
+
+def is_main_process() -> bool:
+    """Whether this process writes outputs: rank 0 of a run started by torchrun or accelerate, or a lone process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _prepare_data(config: TrainConfig, train_data, validation_data) -> tuple[TextDataset, TextDataset, str]:
@@ -292,7 +310,18 @@ class _TokenCounter:
 
 
 def _build_trainer(
-    config, model, tokenizer, train_features, val_features, precision, device, monitor, workdir, labels, positive
+    config,
+    model,
+    tokenizer,
+    train_features,
+    val_features,
+    precision,
+    device,
+    monitor,
+    workdir,
+    labels,
+    positive,
+    tracker,
 ):
     args = TrainingArguments(
         output_dir=workdir,
@@ -315,7 +344,7 @@ def _build_trainer(
         use_cpu=device == "cpu",
         train_sampling_strategy="group_by_length",
         remove_unused_columns=False,
-        report_to="none",
+        report_to=tracker.report_to,
         disable_tqdm=not sys.stderr.isatty(),
     )
 
@@ -338,6 +367,7 @@ def _build_trainer(
     # The stock progress callbacks also print every log dict; _Monitor prints the per-epoch table instead.
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
+    tracker.attach(trainer.callback_handler.callbacks)
     if not args.disable_tqdm:
         trainer.add_callback(_QuietProgress())
     return trainer
@@ -362,9 +392,33 @@ class _Monitor(TrainerCallback):
         self._bad_evals = 0
         self._train_loss: float | None = None
         self._since = time.perf_counter()
+        self.main_process = True
+        self.schedule: dict[str, int] = {}
+        self.log_history: list[dict[str, Any]] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._since = time.perf_counter()
+        self.main_process = state.is_world_process_zero
+        self.schedule = {
+            "world_size": args.world_size,
+            "per_device_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "effective_batch_size": args.per_device_train_batch_size
+            * args.world_size
+            * args.gradient_accumulation_steps,
+            "optimizer_steps": state.max_steps,
+            "warmup_steps": args.get_warmup_steps(state.max_steps),
+        }
+        if self.main_process:
+            logger.info(
+                "effective batch size %(effective_batch_size)d = %(per_device_batch_size)d per process x "
+                "%(world_size)d process(es) x %(gradient_accumulation_steps)d accumulation step(s); "
+                "%(optimizer_steps)d optimizer steps, the first %(warmup_steps)d warming up",
+                self.schedule,
+            )
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.log_history = list(state.log_history)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -386,9 +440,10 @@ class _Monitor(TrainerCallback):
         }
         self._since = now
         self.rows.append(row)
-        if len(self.rows) == 1:
+        if len(self.rows) == 1 and self.main_process:
             logger.info(format_history([]).rstrip("\n"))
-        logger.info(_format_row(row))
+        if self.main_process:
+            logger.info(_format_row(row))
         value = row["val_loss"] if self.metric == "loss" else row.get(self.metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return
