@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -71,7 +72,8 @@ def _setup_logging() -> None:
     logger = logging.getLogger("bertfit")
     if not any(isinstance(h, _TqdmHandler) for h in logger.handlers):
         logger.addHandler(_TqdmHandler())
-    logger.setLevel(logging.INFO)
+    # Under torchrun / accelerate launch only rank 0 reports progress; the others log warnings only.
+    logger.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
     logger.propagate = False
 
 
@@ -143,13 +145,15 @@ def train(
         ),
     ] = None,
     overwrite: Annotated[bool, _option("overwrite", "--overwrite")] = False,
+    track: Annotated[str | None, _option("track", "--track")] = None,
+    tracking_uri: Annotated[str | None, _option("tracking_uri", "--tracking-uri")] = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
 ) -> None:
     """Fine-tune a model on labelled texts, evaluate it on validation and save it to --output-dir."""
     from .config import read_config_file
     from .data import load_data
-    from .train import format_history
+    from .train import format_history, is_main_process
     from .train import train as run_training
 
     given = _given(ctx)
@@ -160,6 +164,8 @@ def train(
     train_data = load_data(data, cfg.text_column, cfg.label_column, sep=sep, encoding=encoding)
     val_data = validation and load_data(validation, cfg.text_column, cfg.label_column, sep=sep, encoding=encoding)
     clf = run_training(cfg, train_data, val_data)
+    if not is_main_process():  # the other processes of torchrun / accelerate launch: rank 0 reports
+        return
     info = clf.info_
     typer.echo(f"\nPer-epoch validation ({info['best']['metric']} picked epoch {info['best']['epoch']:g}, marked *):")
     typer.echo(format_history(info["history"], info["best"]["epoch"]), nl=False)
@@ -218,6 +224,12 @@ def predict(
     ] = None,
     text_column: Annotated[str, typer.Option("--text-column", help="Column of --input holding the texts.")] = "text",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
+    num_workers: Annotated[
+        int,
+        typer.Option(
+            "--num-workers", min=1, help="Processes predicting --input in parallel, each with its own model copy."
+        ),
+    ] = 1,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
 ) -> None:
@@ -231,12 +243,127 @@ def predict(
     clf = TextClassifier.from_pretrained(model_dir)
     if input_file:
         count = predict_file(
-            clf, input_file, output_file, text_column=text_column, sep=sep, encoding=encoding, overwrite=overwrite
+            clf,
+            input_file,
+            output_file,
+            text_column=text_column,
+            sep=sep,
+            encoding=encoding,
+            overwrite=overwrite,
+            num_workers=num_workers,
         )
         typer.echo(f"wrote {count} predictions to {output_file}")
         return
     for row in prediction_rows(clf, list(texts)):
         typer.echo(f"{row['label']}\t{row['score']:.4f}\t{row['text']}")
+
+
+@app.command()
+@_errors
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by 'bertfit train'.")],
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0: all).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", min=1, help="Most texts per forward pass; 1 turns micro-batching off.")
+    ] = 64,
+    max_wait_ms: Annotated[
+        float, typer.Option("--max-wait-ms", min=0, help="How long a request waits for others to share its batch.")
+    ] = 5.0,
+    max_texts: Annotated[int, typer.Option("--max-texts", min=1, help="Most texts per request.")] = 256,
+    max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Most characters per text.")] = 10_000,
+) -> None:
+    """Serve a model over HTTP: POST /predict, GET /health, GET /info, a try-it page at / and the API docs at /docs."""
+    from .model import TextClassifier
+    from .serve import run_server
+
+    clf = TextClassifier.from_pretrained(model_dir)
+    typer.echo(f"Serving {model_dir} (labels {clf.labels}) at http://{host}:{port}/ ; API docs at /docs", err=True)
+    run_server(
+        clf,
+        host=host,
+        port=port,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_texts=max_texts,
+        max_chars=max_chars,
+    )
+
+
+def _set_quiet(value: bool) -> bool:
+    from .progress import set_quiet
+
+    set_quiet(value)
+    return value
+
+
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", callback=_set_quiet, help="No progress bars (they are off anyway when stderr is not a terminal)."
+    ),
+]
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", help="Model directory or hub id whose tokenizer is used; default: the embedded model."),
+]
+
+
+@app.command()
+@_errors
+def explore(
+    data: Annotated[Path, typer.Argument(help="Labelled data file (any format --data takes).")],
+    validation: Annotated[
+        Path | None, typer.Option("--validation", help="Validation file to compare with and check for leakage.")
+    ] = None,
+    model: ModelOpt = "sentence-transformers/all-MiniLM-L6-v2",
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where the PNG plots go.")] = Path(
+        "bertfit-explore"
+    ),
+    text_column: TextColOpt = _DEFAULT["text_column"],
+    label_column: LabelColOpt = _DEFAULT["label_column"],
+    label_sep: Annotated[
+        str | None, typer.Option("--label-sep", help="Separator of multi-label values, e.g. ';' for 'joy;love'.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as one JSON object only.")] = False,
+    sep: SepOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    quiet: QuietOpt = False,
+) -> None:
+    """Label balance, lengths (characters, words, tokens), truncation, duplicates, leakage; plots in --output-dir."""
+    from .explore import explore as run_explore
+    from .explore import format_summary
+
+    result = run_explore(
+        data,
+        validation,
+        model,
+        output_dir,
+        text_column=text_column,
+        label_column=label_column,
+        label_sep=label_sep,
+        sep=sep,
+        encoding=encoding,
+    )
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else format_summary(result))
+
+
+@app.command()
+@_errors
+def tokenize(
+    text: Annotated[str, typer.Argument(help="The text to tokenize.")],
+    model: ModelOpt = "sentence-transformers/all-MiniLM-L6-v2",
+    max_length: Annotated[
+        int | None,
+        typer.Option("--max-length", help="Count against this; default: a trained model's, else the model limit."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as one JSON object only.")] = False,
+) -> None:
+    """Show how the tokenizer cuts a text: each token, its id and attention mask, special tokens marked."""
+    from .explore import format_tokens, tokenize_text
+
+    result = tokenize_text(model, text, max_length)
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else format_tokens(result))
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
