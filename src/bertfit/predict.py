@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import logging
+import multiprocessing
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ __all__ = ["predict_file", "prediction_rows"]
 logger = logging.getLogger(__name__)
 
 _OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_WORKER_CHUNK_SIZE = 1024
 
 
 def prediction_rows(classifier: TextClassifier, texts: list[str]) -> list[dict]:
@@ -52,11 +56,13 @@ def predict_file(
     encoding: str = "utf-8",
     chunk_size: int = 10_000,
     overwrite: bool = False,
+    num_workers: int = 1,
 ) -> int:
     """Predict every text of ``input_path`` and write the rows of :func:`prediction_rows` to ``output_path``.
 
     The input is read in chunks, so memory stays flat whatever its size; the output (CSV or JSONL, by suffix) keeps
-    the input order and appears only when complete.
+    the input order and appears only when complete. With ``num_workers > 1``, that many processes (each holding a
+    copy of the model and an equal share of the CPU threads) predict chunks of the file in parallel.
 
     Returns:
         The number of rows written.
@@ -82,8 +88,10 @@ def predict_file(
             writer = csv.DictWriter(handle, fieldnames=fields) if kind == "csv" else None
             if writer is not None:
                 writer.writeheader()
-            for texts in iter_text_chunks(input_path, text_column, sep=sep, encoding=encoding, chunk_size=chunk_size):
-                rows = prediction_rows(classifier, texts)
+            if num_workers > 1:  # small tasks keep every worker busy and need little buffering to keep the order
+                chunk_size = min(chunk_size, _WORKER_CHUNK_SIZE)
+            chunks = iter_text_chunks(input_path, text_column, sep=sep, encoding=encoding, chunk_size=chunk_size)
+            for rows in _predicted_chunks(classifier, chunks, num_workers):
                 if writer is not None:
                     writer.writerows(rows)
                 else:
@@ -95,3 +103,36 @@ def predict_file(
         if os.path.exists(tmp):
             os.remove(tmp)
     return rows_written
+
+
+def _predicted_chunks(classifier: TextClassifier, chunks: Iterable[list[str]], num_workers: int) -> Iterator[list]:
+    """The prediction rows of each chunk, in order; computed by ``num_workers`` processes when it is above 1."""
+    if num_workers <= 1:
+        yield from (prediction_rows(classifier, texts) for texts in chunks)
+        return
+    threads = max(1, (os.cpu_count() or 1) // num_workers)
+    # spawn, not fork: forking a process whose torch/tokenizers thread pools are running can deadlock.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(num_workers, initializer=_start_worker, initargs=(classifier, threads)) as pool:
+        pending: collections.deque = collections.deque()
+        for texts in chunks:
+            pending.append(pool.apply_async(_predict_in_worker, (texts,)))
+            if len(pending) >= 2 * num_workers:  # bounded read-ahead: memory stays flat
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+_worker_classifier: TextClassifier | None = None
+
+
+def _start_worker(classifier: TextClassifier, threads: int) -> None:
+    global _worker_classifier
+    import torch
+
+    torch.set_num_threads(threads)
+    _worker_classifier = classifier
+
+
+def _predict_in_worker(texts: list[str]) -> list[dict]:
+    return prediction_rows(_worker_classifier, texts)
