@@ -345,6 +345,10 @@ def _build_trainer(
         train_sampling_strategy="group_by_length",
         remove_unused_columns=False,
         report_to=tracker.report_to,
+        # One label per text: the model's mean loss is right as it is, and DDP averages the gradients. With this on,
+        # transformers multiplies the loss by the process count for models whose forward takes **kwargs but ignores
+        # num_items_in_batch (BERT's does), doubling the reported loss and the gradients on 2 processes.
+        average_tokens_across_devices=False,
         disable_tqdm=not sys.stderr.isatty(),
     )
 
