@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.bertfit-installed
 DEMO_DIR := runs/sms_spam
 
-.PHONY: demo test test-slow lint install clean
+.PHONY: demo test test-slow lint install clean chromium
 
 install: $(STAMP)
 
@@ -25,7 +25,11 @@ demo: $(STAMP)
 		"WINNER!! You have been selected to receive a £900 prize reward. Call 09061701461 to claim now." \
 		"Are we still on for dinner tonight? I'll be there around 7."
 
-test: $(STAMP)
+# Headless Chromium for the page tests (report.html rendering); Debian's package, installed once (we run as root).
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

@@ -108,6 +108,21 @@ TextColOpt = Annotated[str, _option("text_column", "--text-column")]
 LabelColOpt = Annotated[str, _option("label_column", "--label-column")]
 
 
+def _set_quiet(value: bool) -> bool:
+    from .progress import set_quiet
+
+    set_quiet(value)
+    return value
+
+
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", callback=_set_quiet, help="No progress bars (they are off anyway when stderr is not a terminal)."
+    ),
+]
+
+
 @app.command()
 @_errors
 def train(
@@ -149,6 +164,7 @@ def train(
     tracking_uri: Annotated[str | None, _option("tracking_uri", "--tracking-uri")] = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
+    quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune a model on labelled texts, evaluate it on validation and save it to --output-dir."""
     from .config import read_config_file
@@ -172,6 +188,7 @@ def train(
     typer.echo(f"\nFinal metrics on {info['data']['validation']['rows']} validation texts:")
     typer.echo(_format_metrics(clf.metrics))
     typer.echo(f"\nModel saved to {cfg.output_dir} (training took {info['train_seconds']:.0f} s)")
+    typer.echo(f"Report: {Path(cfg.output_dir) / 'report.html'} (open it in a browser)")
     for warning in info["warnings"]:
         typer.echo(f"\n{'!' * 100}\n{warning}\n{'!' * 100}", err=True)
 
@@ -192,6 +209,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object only.")] = False,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
+    quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a trained model on a labelled file."""
     from .data import load_data
@@ -232,6 +250,7 @@ def predict(
     ] = 1,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
+    quiet: QuietOpt = False,
 ) -> None:
     """Predict labels of texts given as arguments, or of a whole file (--input/--output)."""
     from .exceptions import ConfigError
@@ -290,19 +309,6 @@ def serve(
     )
 
 
-def _set_quiet(value: bool) -> bool:
-    from .progress import set_quiet
-
-    set_quiet(value)
-    return value
-
-
-QuietOpt = Annotated[
-    bool,
-    typer.Option(
-        "--quiet", callback=_set_quiet, help="No progress bars (they are off anyway when stderr is not a terminal)."
-    ),
-]
 ModelOpt = Annotated[
     str,
     typer.Option("--model", help="Model directory or hub id whose tokenizer is used; default: the embedded model."),
@@ -364,6 +370,32 @@ def tokenize(
 
     result = tokenize_text(model, text, max_length)
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else format_tokens(result))
+
+
+@app.command()
+@_errors
+def report(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by 'bertfit train'.")],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Labelled file to evaluate on; default: the saved validation predictions."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Where the HTML goes; default: MODEL_DIR/report.html.")
+    ] = None,
+    text_column: TextColOpt = _DEFAULT["text_column"],
+    label_column: LabelColOpt = _DEFAULT["label_column"],
+    sep: SepOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    quiet: QuietOpt = False,
+) -> None:
+    """Rebuild a model's report.html, optionally on another labelled file."""
+    from .report import write_report
+
+    path = write_report(
+        model_dir, data, output, text_column=text_column, label_column=label_column, sep=sep, encoding=encoding
+    )
+    typer.echo(f"wrote {path}")
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:

@@ -298,6 +298,7 @@ class TextClassifier:
         val_data = None if validation is None else TextDataset(list(validation[0]), [str(v) for v in validation[1]])
         trained = train(config, train_data, val_data)
         self._set_state(trained.model_, trained.tokenizer_, trained.info_, trained.metrics_)
+        self.validation_predictions_ = getattr(trained, "validation_predictions_", None)
         return self
 
     # -- prediction ----------------------------------------------------------------------------------------------
@@ -343,8 +344,10 @@ class TextClassifier:
         out = np.empty((len(texts), n_labels), dtype=np.float32)
         device = self._device()
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+        from .progress import bar
+
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
+            for start in bar(range(0, len(order), self.batch_size), desc="predicting", unit="batch"):
                 idx = order[start : start + self.batch_size]
                 batch = self.tokenizer_.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors="pt")
                 logits = self.model_(**{k: v.to(device) for k, v in batch.items()}).logits  # (batch, n_labels)
@@ -402,6 +405,11 @@ class TextClassifier:
             _write_json(staging / BERTFIT_FILE, self.info_)
             if self.metrics_ is not None:
                 _write_json(staging / METRICS_FILE, self.metrics_)
+            records = getattr(self, "validation_predictions_", None)
+            if records is not None and self.metrics_ is not None:  # report.html, inside the atomic write
+                from .report import write_report_files
+
+                write_report_files(staging, self.info_, self.metrics_, records)
         logger.info("saved the model to %s", path)
         return path
 

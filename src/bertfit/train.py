@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,11 +30,13 @@ from transformers import (
     set_seed,
 )
 
+from . import progress
 from ._version import __version__
 from .config import TrainConfig
 from .data import TextDataset, check_validation, load_data, sorted_labels, train_val_split
 from .evaluate import collapse_warning, compute_metrics, minority_label
 from .exceptions import ConfigError, DataError
+from .explore import suggest_max_length
 from .model import (
     DEFAULT_MODEL_NAME,
     TextClassifier,
@@ -45,6 +46,7 @@ from .model import (
     model_max_length,
     resolve_model,
 )
+from .report import prediction_records
 from .track import Tracker
 
 __all__ = ["train", "choose_max_length", "resolve_precision", "format_history", "is_main_process"]
@@ -151,6 +153,8 @@ def train(
         "base_model": config.model_name_or_path or DEFAULT_MODEL_NAME,
         "config": config.to_dict(),
         "precision": precision,
+        "device": device,
+        "environment": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads()},
         "data": {"train": _describe(train_ds), "validation": {**_describe(val_ds), "from": val_from}},
         "history": monitor.rows,
         "schedule": monitor.schedule,
@@ -169,7 +173,12 @@ def train(
     classifier = TextClassifier._from_trained(model, tokenizer, info, batch_size=config.eval_batch_size)
     if not monitor.main_process:  # another rank of a distributed run: rank 0 evaluates, saves and tracks
         return classifier
-    predictions = classifier.predict(val_ds.texts)
+    start = time.perf_counter()
+    probs = classifier.predict_proba(val_ds.texts)  # (n_validation, n_labels)
+    info["validation_seconds"] = round(time.perf_counter() - start, 2)
+    # Kept with the classifier: save_pretrained writes them and report.html from them.
+    classifier.validation_predictions_ = prediction_records(val_ds.texts, val_ds.labels, probs, labels)
+    predictions = [record["label"] for record in classifier.validation_predictions_]
     classifier.metrics_ = compute_metrics(val_ds.labels, predictions, labels, positive)
     warning = collapse_warning(val_ds.labels, predictions)
     if warning:
@@ -267,7 +276,7 @@ def choose_max_length(tokenizer, texts: list[str], limit: int) -> int:
         (len(ids) for ids in tokenizer(texts, truncation=True, max_length=limit)["input_ids"]), dtype=np.int64
     )
     p99 = float(np.percentile(lengths, 99))
-    chosen = int(min(limit, max(16, 8 * math.ceil(p99 / 8))))
+    chosen = suggest_max_length(lengths, limit)
     truncated = int((lengths > chosen).sum())
     logger.info(
         "max_length %d: the 99th percentile of training token counts (%.0f), capped at the model limit %d; "
@@ -282,7 +291,7 @@ def choose_max_length(tokenizer, texts: list[str], limit: int) -> int:
 
 
 def _encode(tokenizer, dataset: TextDataset, label2id: dict[str, int], max_length: int) -> list[dict[str, Any]]:
-    encoded = tokenizer(dataset.texts, truncation=True, max_length=max_length)
+    encoded = progress.tokenize(tokenizer, dataset.texts, truncation=True, max_length=max_length)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
     return [{**{k: encoded[k][i] for k in keys}, "labels": label2id[label]} for i, label in enumerate(dataset.labels)]
 
@@ -349,7 +358,7 @@ def _build_trainer(
         # transformers multiplies the loss by the process count for models whose forward takes **kwargs but ignores
         # num_items_in_batch (BERT's does), doubling the reported loss and the gradients on 2 processes.
         average_tokens_across_devices=False,
-        disable_tqdm=not sys.stderr.isatty(),
+        disable_tqdm=not progress.enabled(),  # a terminal, and no --quiet
     )
 
     def metrics_for_trainer(prediction) -> dict[str, float]:

@@ -1,0 +1,425 @@
+"""The training report: one self-contained ``report.html`` (plots embedded as PNG data URIs, no scripts, no network).
+
+It shows the config and data summary, learning curves, the per-epoch table, per-class scores, a confusion-matrix
+heat map, precision-recall and ROC curves for binary tasks, the most confident validation mistakes, throughput and
+timings, and the environment. Every ``bertfit train`` writes it into the model directory, next to
+``validation_predictions.jsonl`` (what the report needs to be rebuilt: text, true label, predicted label and the class
+probabilities of every validation text); :func:`write_report` rebuilds it, optionally on another labelled file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .exceptions import DataError, ModelError
+
+__all__ = ["build_report", "prediction_records", "write_report", "write_report_files", "REPORT_FILE"]
+
+REPORT_FILE = "report.html"
+PREDICTIONS_FILE = "validation_predictions.jsonl"
+MISTAKES_SHOWN = 20
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
+padding:0 1rem;line-height:1.45}
+h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}
+th,td{border:1px solid #ccc;padding:.25rem .55rem;text-align:right;vertical-align:top}
+th{background:#f3f3f3}td.l,th.l{text-align:left}tr.best td{background:#e8f5e9;font-weight:600}
+img{max-width:100%;height:auto;border:1px solid #eee}
+.cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.5rem 1rem}
+.card b{display:block;font-size:1.5rem}.warn{background:#fff3e0;border:2px solid #e65100;padding:.8rem;
+border-radius:6px}.muted{color:#666;font-size:.9rem}td.text{text-align:left;max-width:600px}
+"""
+
+
+def prediction_records(
+    texts: Sequence[str], y_true: Sequence[str], probs: np.ndarray, labels: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One dict per text: ``text``, ``true_label``, ``label`` (predicted), ``score`` and ``prob_<label>`` per class."""
+    best = np.argmax(probs, axis=1) if len(probs) else []
+    return [
+        {
+            "text": text,
+            "true_label": truth,
+            "label": labels[k],
+            "score": round(float(p[k]), 6),
+            **{f"prob_{label}": round(float(v), 6) for label, v in zip(labels, p)},
+        }
+        for text, truth, p, k in zip(texts, y_true, probs, best)
+    ]
+
+
+def write_report_files(directory: str | Path, info: dict[str, Any], metrics: dict[str, Any], records: list[dict]):
+    """Write ``report.html`` and ``validation_predictions.jsonl`` into ``directory`` (a model directory)."""
+    directory = Path(directory)
+    lines = (json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    (directory / PREDICTIONS_FILE).write_text("".join(lines), encoding="utf-8")
+    (directory / REPORT_FILE).write_text(build_report(info, metrics, records), encoding="utf-8")
+
+
+def write_report(
+    model_dir: str | Path,
+    data: str | Path | None = None,
+    output: str | Path | None = None,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    sep: str | None = None,
+    encoding: str = "utf-8",
+) -> Path:
+    """Rebuild the report of a model directory, from its saved validation predictions or on ``data``.
+
+    Args:
+        model_dir: A directory written by ``bertfit train``.
+        data: A labelled file to evaluate the model on instead of the saved validation predictions.
+        output: Where to write the HTML; default: ``model_dir/report.html``.
+        text_column: Column of ``data`` holding the texts.
+        label_column: Column of ``data`` holding the labels.
+        sep: Field separator of ``data``.
+        encoding: Text encoding of ``data``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ModelError: ``model_dir`` is not a bertfit model directory.
+        DataError: ``data`` cannot be read or has labels the model does not know; or, without ``data``, the
+            directory has no saved validation predictions.
+
+    >>> write_report("runs/spam", data="more_labelled.csv", output="spam_on_new_data.html")  # doctest: +SKIP
+    """
+    model_dir = Path(model_dir)
+    info_file = model_dir / "bertfit.json"
+    if not info_file.is_file():
+        raise ModelError(f"{model_dir} has no bertfit.json; pass the --output-dir of a 'bertfit train' run")
+    info = json.loads(info_file.read_text(encoding="utf-8"))
+    if data is None:
+        records = _read_records(model_dir / PREDICTIONS_FILE)
+        metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
+    else:
+        records, metrics = _evaluate_on(model_dir, data, text_column, label_column, sep, encoding)
+        info = {**info, "report_data": str(data)}
+    output = Path(output) if output else model_dir / REPORT_FILE
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(build_report(info, metrics, records))
+    os.replace(tmp, output)
+    return output
+
+
+def _read_records(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise DataError(
+            f"{path.parent} has no {PREDICTIONS_FILE} (it was trained before reports existed); pass --data with a "
+            "labelled file to build the report on"
+        )
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _evaluate_on(model_dir, data, text_column, label_column, sep, encoding) -> tuple[list[dict], dict]:
+    from .data import load_data
+    from .evaluate import compute_metrics
+    from .model import TextClassifier
+
+    classifier = TextClassifier.from_pretrained(model_dir)
+    dataset = load_data(data, text_column, label_column, sep=sep, encoding=encoding)
+    unknown = sorted(set(dataset.labels) - set(classifier.labels))
+    if unknown:
+        raise DataError(
+            f"labels {unknown} of {dataset.source} are not labels of this model {classifier.labels}; "
+            "build the report on data labelled with the model's classes (check --label-column)"
+        )
+    probs = classifier.predict_proba(dataset.texts)
+    records = prediction_records(dataset.texts, dataset.labels, probs, classifier.labels)
+    predicted = [r["label"] for r in records]
+    return records, compute_metrics(dataset.labels, predicted, classifier.labels, classifier.positive_label)
+
+
+# -- HTML ----------------------------------------------------------------------------------------------------------
+
+
+def build_report(info: dict[str, Any], metrics: dict[str, Any], records: list[dict] | None = None) -> str:
+    """The report as one self-contained HTML page.
+
+    Args:
+        info: The run information saved as ``bertfit.json``.
+        metrics: Metrics as computed by :func:`bertfit.evaluate.compute_metrics`.
+        records: Per-text predictions of :func:`prediction_records`, for the mistakes and the PR/ROC curves.
+
+    Returns:
+        The HTML text.
+    """
+    records = records or []
+    sections = [
+        _summary(info, metrics),
+        _config_and_data(info),
+        _learning(info),
+        _per_class(metrics),
+        _confusion(metrics),
+        _binary_curves(info, metrics, records),
+        _mistakes(records),
+        _timings(info, records),
+        _environment(info),
+    ]
+    title = f"bertfit report: {info.get('base_model', '')}"
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>\n<body>\n'
+        + "\n".join(s for s in sections if s)
+        + "\n</body></html>\n"
+    )
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{_e(title)}</h2>\n{body}\n</section>'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1, classes=None) -> str:
+    head = "".join(f'<th class="l">{_e(h)}</th>' if i < left else f"<th>{_e(h)}</th>" for i, h in enumerate(header))
+    body = []
+    for k, row in enumerate(rows):
+        cells = "".join(
+            f'<td class="{"text" if i < left else ""}">{_cell(v)}</td>' if i < left else f"<td>{_cell(v)}</td>"
+            for i, v in enumerate(row)
+        )
+        css = f' class="{classes[k]}"' if classes and classes[k] else ""
+        body.append(f"<tr{css}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return _e(value)
+
+
+def _img(fig, alt: str) -> str:
+    from .explore import save_figure
+
+    buffer = io.BytesIO()
+    save_figure(fig, buffer)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _summary(info, metrics) -> str:
+    best = info.get("best", {})
+    cards = [("accuracy", metrics["accuracy"]), ("macro-F1", metrics["macro_f1"]), ("MCC", metrics["mcc"])]
+    if "positive_label" in metrics:
+        cards.append((f"F1 of {metrics['positive_label']!r}", metrics["f1"]))
+    card_html = "".join(f'<div class="card">{_e(name)}<b>{value:.4f}</b></div>' for name, value in cards)
+    evaluated = info.get("report_data") or info.get("data", {}).get("validation", {}).get("source", "validation")
+    warnings = "".join(f'<p class="warn">{_e(w)}</p>' for w in info.get("warnings", []))
+    epoch = best.get("epoch")
+    picked = f"; best epoch {epoch:g} by {_e(best.get('metric'))}" if epoch is not None else ""
+    return (
+        f'<header id="summary"><h1>bertfit training report</h1><p class="muted">{_e(info.get("base_model"))} '
+        f"fine-tuned on {len(info.get('labels', []))} classes; scores on {_e(evaluated)}{picked}. Built "
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by bertfit {_e(info.get('bertfit_version'))}."
+        f'</p><div class="cards">{card_html}</div>{warnings}</header>'
+    )
+
+
+def _config_and_data(info) -> str:
+    config = info.get("config", {})
+    rows = [(key, json.dumps(value) if not isinstance(value, str) else value) for key, value in config.items()]
+    rows.append(("max_length (used)", info.get("max_length")))
+    rows.append(("positive_label (used)", info.get("positive_label")))
+    data = info.get("data", {})
+    labels = info.get("labels", [])
+    splits = [name for name in ("train", "validation") if name in data]
+    label_rows = [[label, *(data[s].get("label_counts", {}).get(label, 0) for s in splits)] for label in labels]
+    label_rows.append(["rows", *(data[s].get("rows") for s in splits)])
+    sources = "".join(
+        f"<li>{_e(s)}: {_e(data[s].get('source'))} ({data[s].get('rows', 0):,} rows"
+        + (f", {_e(data[s]['from'])}" if data[s].get("from") else "")
+        + ")</li>"
+        for s in splits
+    )
+    body = (
+        f"<h3>Data</h3><ul>{sources}</ul>{_table(['label', *splits], label_rows)}"
+        f"<h3>Options</h3>{_table(['option', 'value'], rows, left=2)}"
+    )
+    return _section("config", "Config and data", body)
+
+
+def _learning(info) -> str:
+    from .explore import figure
+
+    history = info.get("history") or []
+    if not history:
+        return _section("learning", "Learning curves and per-epoch table", "<p>No evaluation was recorded.</p>")
+    metric = info.get("best", {}).get("metric") or "macro_f1"
+    shown = [m for m in dict.fromkeys([metric if metric != "loss" else "macro_f1", "accuracy"]) if m in history[0]]
+    fig = figure()
+    loss_ax, metric_ax = fig.subplots(1, 2)
+    epochs = [row["epoch"] for row in history]
+    for key, name in (("train_loss", "train loss"), ("val_loss", "validation loss")):
+        points = [(e, row[key]) for e, row in zip(epochs, history) if row.get(key) is not None]
+        if points:
+            loss_ax.plot(*zip(*points), marker="o", label=name)
+    loss_ax.set(title="Loss", xlabel="epoch")
+    loss_ax.legend()
+    for key in shown:
+        metric_ax.plot(epochs, [row.get(key) for row in history], marker="o", label=f"validation {key}")
+    best_epoch = info.get("best", {}).get("epoch")
+    if best_epoch is not None:
+        for ax in (loss_ax, metric_ax):
+            ax.axvline(best_epoch, color="gray", linestyle="--", label="best epoch")
+    metric_ax.set(title="Validation metric per evaluation", xlabel="epoch")
+    metric_ax.legend()
+    for ax in (loss_ax, metric_ax):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    columns = [c for c in ("epoch", "step", "train_loss", "val_loss", "accuracy", "macro_f1", "mcc", "f1", "seconds")]
+    columns = [c for c in columns if any(c in row for row in history)]
+    rows = [[_history_cell(c, row.get(c)) for c in columns] for row in history]
+    classes = ["best" if row.get("epoch") == best_epoch else "" for row in history]
+    note = (
+        "<p class='muted'>Validation loss rising while train loss falls means overfitting; the best row (green) "
+        "is the state that was kept.</p>"
+    )
+    return _section(
+        "learning",
+        "Learning curves and per-epoch table",
+        _img(fig, "learning curves") + _table(columns, rows, left=0, classes=classes) + note,
+    )
+
+
+def _history_cell(column: str, value: Any) -> Any:
+    if value is None or column not in ("epoch", "seconds"):
+        return value
+    return f"{value:g}" if column == "epoch" else f"{value:.1f}"
+
+
+def _per_class(metrics) -> str:
+    rows = [[label, s["precision"], s["recall"], s["f1"], s["support"]] for label, s in metrics["per_class"].items()]
+    rows.append(["macro average", None, None, metrics["macro_f1"], sum(r[4] for r in rows)])
+    return _section(
+        "per-class",
+        "Per-class precision, recall and F1",
+        _table(["class", "precision", "recall", "f1", "support"], rows),
+    )
+
+
+def _confusion(metrics) -> str:
+    from .explore import figure
+
+    cm = metrics["confusion_matrix"]
+    labels, matrix = cm["labels"], np.asarray(cm["matrix"])
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)  # row-normalized: recall on the diagonal
+    fig = figure()
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
+    ax.set_yticks(ticks, labels)
+    ax.set(xlabel="predicted label", ylabel="true label", title="Confusion matrix (counts; colour: share of row)")
+    if len(labels) <= 20:
+        size = 10 if len(labels) <= 8 else 6
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                color = "white" if share[i, j] > 0.6 else "black"
+                ax.text(j, i, f"{matrix[i, j]:,}", ha="center", va="center", color=color, fontsize=size)
+    fig.tight_layout()
+    return _section("confusion", "Confusion matrix", _img(fig, "confusion matrix"))
+
+
+def _binary_curves(info, metrics, records) -> str:
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    from .explore import figure
+
+    positive = metrics.get("positive_label") or info.get("positive_label")
+    if len(info.get("labels", [])) != 2 or positive is None or not records:
+        return ""
+    truth = np.array([r["true_label"] == positive for r in records])
+    if truth.all() or not truth.any():
+        return _section("curves", "Precision-recall and ROC curves", "<p>Both classes are needed for the curves.</p>")
+    scores = np.array([r[f"prob_{positive}"] for r in records])
+    precision, recall, _ = precision_recall_curve(truth, scores)
+    fpr, tpr, _ = roc_curve(truth, scores)
+    ap, auc = average_precision_score(truth, scores), roc_auc_score(truth, scores)
+    fig = figure()
+    pr_ax, roc_ax = fig.subplots(1, 2)
+    pr_ax.plot(recall, precision, label=f"AP {ap:.3f}")
+    pr_ax.axhline(truth.mean(), color="gray", linestyle=":", label=f"chance ({truth.mean():.3f})")
+    pr_ax.set(title=f"Precision-recall, positive class {positive!r}", xlabel="recall", ylabel="precision")
+    roc_ax.plot(fpr, tpr, label=f"ROC AUC {auc:.3f}")
+    roc_ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance")
+    roc_ax.set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
+    for ax in (pr_ax, roc_ax):
+        ax.legend(loc="lower left" if ax is pr_ax else "lower right")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    body = _img(fig, "precision-recall and ROC curves") + (
+        f"<p>Average precision {ap:.4f}, ROC AUC {auc:.4f} for {positive!r} on {len(records):,} texts.</p>"
+    )
+    return _section("curves", "Precision-recall and ROC curves", body)
+
+
+def _mistakes(records) -> str:
+    wrong = sorted((r for r in records if r["label"] != r["true_label"]), key=lambda r: -r["score"])
+    if not records:
+        return ""
+    if not wrong:
+        return _section("mistakes", "Most confident mistakes", f"<p>No mistakes on {len(records):,} texts.</p>")
+    rows = [[r["text"], r["true_label"], r["label"], r["score"]] for r in wrong[:MISTAKES_SHOWN]]
+    intro = (
+        f"<p>{len(wrong):,} of {len(records):,} texts are misclassified; the {len(rows)} the model was surest of "
+        "are below. Confident mistakes are often label errors in the data.</p>"
+    )
+    return _section(
+        "mistakes",
+        "Most confident mistakes",
+        intro + _table(["text", "true label", "predicted label", "probability"], rows, left=3),
+    )
+
+
+def _timings(info, records) -> str:
+    seconds = info.get("train_seconds")
+    tokens = info.get("train_tokens")
+    rows = [
+        ("training time (s)", seconds),
+        ("real tokens trained on", tokens),
+        ("training throughput (real tokens/s)", round(tokens / seconds) if tokens and seconds else None),
+        ("padding share of training batches", f"{info['padding_share']:.1%}" if "padding_share" in info else None),
+    ]
+    predict_seconds = info.get("validation_seconds")
+    if predict_seconds:
+        n = info.get("data", {}).get("validation", {}).get("rows") or len(records)
+        rows.append(("validation prediction time (s)", predict_seconds))
+        rows.append(("prediction throughput (texts/s)", round(n / predict_seconds) if predict_seconds else None))
+    for row in info.get("history") or []:
+        rows.append((f"epoch {row['epoch']:g}: train + evaluation (s)", row.get("seconds")))
+    return _section("timings", "Throughput and timings", _table(["", "value"], rows))
+
+
+def _environment(info) -> str:
+    rows = [("bertfit", info.get("bertfit_version")), *info.get("versions", {}).items()]
+    rows += [("device", info.get("device")), ("precision", info.get("precision"))]
+    rows += [(key, value) for key, value in info.get("environment", {}).items()]
+    return _section("environment", "Environment", _table(["", "value"], rows))

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import write_csv
+from PIL import Image
+from typer.testing import CliRunner
+
+from bertfit import TextClassifier, train
+from bertfit.cli import app
+from bertfit.data import TextDataset
+from bertfit.exceptions import DataError
+from bertfit.explore import PLOT_SIZE
+from bertfit.report import build_report, prediction_records, write_report
+
+SECTIONS = ["summary", "config", "learning", "per-class", "confusion", "curves", "mistakes", "timings", "environment"]
+
+
+def _images(page: str) -> list[Image.Image]:
+    return [
+        Image.open(io.BytesIO(base64.b64decode(data))) for data in re.findall(r"data:image/png;base64,([^\"]+)", page)
+    ]
+
+
+def test_every_training_run_leaves_a_self_contained_report(trained_dir):
+    page = (trained_dir / "report.html").read_text()
+    for section in SECTIONS:
+        assert f'id="{section}"' in page
+    assert not re.search(r"<script|<link|src=\"(?!data:)", page)  # nothing to fetch, nothing to run
+    images = _images(page)
+    assert len(images) == 3 and all(image.format == "PNG" and image.size == PLOT_SIZE for image in images)
+    records = [json.loads(line) for line in (trained_dir / "validation_predictions.jsonl").read_text().splitlines()]
+    info = json.loads((trained_dir / "bertfit.json").read_text())
+    assert len(records) == info["data"]["validation"]["rows"] == 12
+    assert set(records[0]) == {"text", "true_label", "label", "score", "prob_neg", "prob_pos"}
+    assert info["device"] == "cpu" and info["validation_seconds"] >= 0
+
+
+def _run(labels, records):
+    matrix = [[1] * len(labels) for _ in labels]
+    per_class = {label: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for label in labels}
+    metrics = {"accuracy": 0.5, "macro_f1": 0.5, "mcc": 0.0, "per_class": per_class}
+    metrics["confusion_matrix"] = {"labels": labels, "matrix": matrix}
+    info = {"labels": labels, "positive_label": labels[1] if len(labels) == 2 else None, "history": []}
+    return build_report(info, metrics, records)
+
+
+def test_mistakes_are_sorted_by_confidence_and_curves_only_for_binary_tasks():
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
+    records = prediction_records(["t0", "t1 <b>", "t2", "t3"], ["b", "a", "a", "b"], probs, ["a", "b"])
+    assert [r["label"] for r in records] == ["a", "b", "b", "a"] and records[2]["score"] == 0.8
+    page = _run(["a", "b"], records)
+    assert 'id="curves"' in page and "4 of 4 texts are misclassified" in page
+    order = [page.index(f">{text}<") for text in ("t0", "t2", "t1 &lt;b&gt;", "t3")]
+    assert order == sorted(order)  # by the probability of the wrong prediction; escaped
+    three = prediction_records(["x"], ["a"], np.array([[0.2, 0.5, 0.3]]), ["a", "b", "c"])
+    assert 'id="curves"' not in _run(["a", "b", "c"], three)
+
+
+def test_rebuild_from_saved_predictions_or_on_other_data(trained_dir, sentiment_csv, tmp_path):
+    path = write_report(trained_dir, output=tmp_path / "again.html")
+    assert 'id="mistakes"' in path.read_text()
+    path = write_report(trained_dir, sentiment_csv, output=tmp_path / "other.html")
+    assert f"scores on {sentiment_csv}" in path.read_text()
+    bad = write_csv(tmp_path / "bad.csv", [("good film", "meh")])
+    with pytest.raises(DataError, match=r"labels \['meh'\].*not labels of this model"):
+        write_report(trained_dir, bad, output=tmp_path / "x.html")
+    bare = tmp_path / "bare"
+    shutil.copytree(trained_dir, bare)
+    (bare / "validation_predictions.jsonl").unlink()
+    with pytest.raises(DataError, match="pass --data"):
+        write_report(bare)
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", str(bare), "--data", str(sentiment_csv), "--quiet"])
+    assert result.exit_code == 0 and (bare / "report.html").is_file(), result.output
+    result = runner.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "ModelError" in result.output
+
+
+def test_a_failing_report_leaves_no_model_directory(tiny_config, monkeypatch, tmp_path):
+    import bertfit.report
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(bertfit.report, "build_report", broken)
+    texts, labels = ["good film", "bad film"] * 10, ["pos", "neg"] * 10
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        train(tiny_config(epochs=1, output_dir=str(tmp_path / "model")), TextDataset(texts, labels))
+    assert not (tmp_path / "model").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_fit_then_save_pretrained_writes_the_report_too(tiny_config, tmp_path):
+    clf = TextClassifier(config=tiny_config(epochs=1)).fit(["good film", "bad film"] * 10, ["pos", "neg"] * 10)
+    clf.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "report.html").is_file()
+
+
+_CHECK = """<script>window.addEventListener("load", () => {
+  const out = document.createElement("pre"); out.id = "page-check";
+  out.textContent = JSON.stringify({
+    images: [...document.images].map((i) => i.complete && i.naturalWidth),
+    sections: [...document.querySelectorAll("section, header")].map((s) => s.id),
+    height: document.body.scrollHeight});
+  document.body.appendChild(out);});</script>"""
+
+
+def _chromium(*args: str, tmp_path) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    flags += [f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    return subprocess.run(["chromium", *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium: run `make chromium`")
+def test_report_renders_in_headless_chromium(trained_dir, tmp_path):
+    page = tmp_path / "report.html"
+    shutil.copy(trained_dir / "report.html", page)
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.read_text().replace("</body>", _CHECK + "</body>"))
+
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", checked.as_uri(), tmp_path=tmp_path)
+    found = json.loads(re.search(r'<pre id="page-check">(.*?)</pre>', dom.stdout).group(1).replace("&quot;", '"'))
+    assert found["sections"] == SECTIONS
+    assert len(found["images"]) == 3 and all(width == PLOT_SIZE[0] for width in found["images"])  # all decoded
+
+    shot = tmp_path / "shot.png"
+    result = _chromium(
+        "--window-size=1200,2000", "--hide-scrollbars", f"--screenshot={shot}", page.as_uri(), tmp_path=tmp_path
+    )
+    console = [line for line in (dom.stderr + result.stderr).splitlines() if ":CONSOLE" in line]
+    assert console == []
+    with Image.open(shot) as image:
+        assert image.size == (1200, 2000)
+        gray = np.asarray(image.convert("L"), dtype=np.float32)
+    assert gray.std() > 10 and (gray < 128).mean() > 0.01  # text and plots, not a blank page
