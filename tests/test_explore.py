@@ -135,7 +135,8 @@ def test_cli_explore_and_tokenize(files, tiny_model_dir, tmp_path):
     assert (out / "labels.png").is_file() and (out / "truncation.png").is_file()
 
     result = runner.invoke(app, [*args, "--output-dir", str(out), "--quiet"])
-    assert result.exit_code == 0 and "imbalance ratio 2" in result.stdout and "suggested max_length" in result.stdout
+    assert result.exit_code == 0 and "imbalance ratio 2" in result.stdout
+    assert f"model {tiny_model_dir}: limit 64 tokens; suggested max_length 16" in result.stdout
 
     result = runner.invoke(app, ["tokenize", "--model", str(tiny_model_dir), "good film"])
     assert result.exit_code == 0, result.output

@@ -92,9 +92,9 @@ def explore(
     if validation is not None:
         splits["validation"] = _frame(validation, **read)
     if isinstance(tokenizer, (str, Path)):
-        tokenizer, name = _load_tokenizer(str(tokenizer)), str(tokenizer)
+        tokenizer, model_name = _load_tokenizer(str(tokenizer)), str(tokenizer)
     else:
-        name = str(getattr(tokenizer, "name_or_path", ""))
+        model_name = str(getattr(tokenizer, "name_or_path", ""))
     limit = model_limit or _tokenizer_limit(tokenizer)
     result: dict[str, Any] = {}
     notes: list[str] = []
@@ -102,7 +102,7 @@ def explore(
         result[name] = _split_stats(frame, tokenizer, limit, sample_size, seed, name, notes)
     if tokenizer is not None:
         result["model"] = {
-            "name": name,
+            "name": model_name,
             "max_length_limit": limit,
             "suggested_max_length": suggest_max_length(splits["train"]["tokens"].dropna().to_numpy(), limit),
         }
@@ -470,7 +470,7 @@ def format_summary(result: dict[str, Any]) -> str:
             cut = "   ".join(f"{n}: {share:.1%}" for n, share in s["truncated"].items())
             lines.append(f"  truncated at {cut}")
         for example in s["conflicting_labels"]["examples"]:
-            lines.append(f"  conflicting: {example['text'][:70]!r} {example['labels']}")
+            lines.append(f"  conflicting: {' '.join(example['text'].split())[:70]!r} {example['labels']}")
         lines.append("")
     if "model" in result:
         m = result["model"]
