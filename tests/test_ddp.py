@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from bertfit import TextClassifier, predict_file
@@ -86,3 +87,18 @@ def test_predict_file_with_workers_matches_one_process(trained_dir, tmp_path):
     assert [r["text"] for r in two] == texts  # input order kept across the workers' 3 tasks
     assert [r["label"] for r in two] == [r["label"] for r in one]
     assert [float(r["prob_pos"]) for r in two] == pytest.approx([float(r["prob_pos"]) for r in one], abs=1e-6)
+
+
+def test_batch_predictor_adds_prediction_columns_in_a_batch_engine(trained_dir):
+    datasets = pytest.importorskip("datasets")  # a dev dependency; Ray Data's map_batches takes the same callable
+    from bertfit.predict import BatchPredictor
+
+    texts = ["the film was great", "this movie is awful", "it was quite superb"] * 5
+    predictor = BatchPredictor(trained_dir)
+    result = datasets.Dataset.from_dict({"text": texts}).map(predictor, batched=True, batch_size=4)
+
+    clf = TextClassifier.from_pretrained(trained_dir)
+    assert result["label"] == clf.predict(texts)
+    assert result["prob_pos"] == pytest.approx(clf.predict_proba(texts)[:, 1].tolist(), abs=1e-6)
+    frame = predictor(pd.DataFrame({"text": texts[:2], "id": [7, 8]}))  # pandas batches too
+    assert list(frame.columns) == ["text", "id", "label", "score", "prob_neg", "prob_pos"]

@@ -18,7 +18,7 @@ from .data import iter_text_chunks
 from .exceptions import DataError, OutputExistsError
 from .model import TextClassifier
 
-__all__ = ["predict_file", "prediction_rows"]
+__all__ = ["predict_file", "prediction_rows", "BatchPredictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,38 @@ def prediction_rows(classifier: TextClassifier, texts: list[str]) -> list[dict]:
         }
         for text, p, k in zip(texts, probs, best)
     ]
+
+
+class BatchPredictor:
+    """A callable for batch engines that adds ``label``, ``score`` and ``prob_<label>`` columns to each batch.
+
+    It loads the model once (per engine worker) and takes a batch as a dict of columns or a pandas DataFrame, so it
+    fits Ray Data's ``map_batches`` on a cluster as well as ``datasets.Dataset.map(batched=True)`` on one machine.
+
+    Args:
+        model_dir: A model directory written by ``bertfit train``.
+        text_column: Column of the batch holding the texts.
+        batch_size: Texts per forward pass.
+
+    >>> ds = ray.data.read_csv("s3://bucket/texts/")  # doctest: +SKIP
+    >>> ds = ds.map_batches(BatchPredictor, fn_constructor_args=("runs/spam",), concurrency=8)  # doctest: +SKIP
+    """
+
+    def __init__(self, model_dir: str | Path, text_column: str = "text", batch_size: int = 128) -> None:
+        self.classifier = TextClassifier.from_pretrained(model_dir, batch_size=batch_size)
+        self.text_column = text_column
+
+    def __call__(self, batch):
+        texts = [str(text) for text in batch[self.text_column]]
+        probs = self.classifier.predict_proba(texts)  # (n_texts, n_labels)
+        labels = self.classifier.labels
+        best = probs.argmax(axis=1)
+        out = batch.copy()
+        out["label"] = np.array([labels[k] for k in best], dtype=object)
+        out["score"] = probs[np.arange(len(texts)), best]
+        for k, label in enumerate(labels):
+            out[f"prob_{label}"] = probs[:, k]
+        return out
 
 
 def predict_file(
