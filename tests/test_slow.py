@@ -33,5 +33,6 @@ def test_default_model_learns_spam_from_a_small_sample(tmp_path):
     assert metrics["positive_label"] == "spam"
     assert metrics["f1"] >= 0.85 and metrics["mcc"] >= 0.8
     clf = TextClassifier.from_pretrained(out)
-    assert clf.predict("URGENT! You have won a 1 week FREE membership in our £100,000 prize Jackpot! Txt CLAIM") == "spam"
+    spam = "URGENT! You have won a 1 week FREE membership in our £100,000 prize Jackpot! Txt the word: CLAIM"
+    assert clf.predict(spam) == "spam"
     assert clf.predict("Sorry, I'll call you later, in a meeting") == "ham"
