@@ -247,3 +247,10 @@ def test_page_classifies_a_text_in_headless_chromium(clf, url, tmp_path):
         assert float(p) == pytest.approx(expected[name], abs=1e-5)
     assert len(re.findall(r'class="bar" style="width: [\d.]+%;"', dom)) == len(clf.labels)
     assert 'id="classify"' in dom and "<textarea" in dom
+
+
+def test_bf16_autocast_serving_stays_close_to_fp32(clf):
+    with running(create_app(clf, precision="bf16")) as base:
+        predictions = httpx.post(f"{base}/predict", json={"texts": TEXTS}).json()["predictions"]
+    expected = clf.predict_proba(TEXTS)
+    assert np.allclose([list(p["probabilities"].values()) for p in predictions], expected, atol=0.05)

@@ -291,6 +291,13 @@ def serve(
     ] = 5.0,
     max_texts: Annotated[int, typer.Option("--max-texts", min=1, help="Most texts per request.")] = 256,
     max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Most characters per text.")] = 10_000,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="fp32 (exact), bf16 or fp16 autocast, or auto: bf16 where the CPU/GPU supports it (faster batches).",
+        ),
+    ] = "fp32",
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /info, a try-it page at / and the API docs at /docs."""
     from .model import TextClassifier
@@ -306,6 +313,7 @@ def serve(
         max_wait_ms=max_wait_ms,
         max_texts=max_texts,
         max_chars=max_chars,
+        precision=precision,
     )
 
 

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .exceptions import MissingDependencyError
+from .config import PRECISIONS
+from .exceptions import ConfigError, MissingDependencyError
 from .model import TextClassifier
 
 try:
@@ -152,6 +153,7 @@ def create_app(
     max_texts: int = 256,
     max_chars: int = 10_000,
     max_body_bytes: int = 4_000_000,
+    precision: str = "fp32",
 ) -> FastAPI:
     """A FastAPI app that serves ``classifier``.
 
@@ -162,6 +164,9 @@ def create_app(
         max_texts: Most texts per request (more: 422).
         max_chars: Most characters per text (more: 422).
         max_body_bytes: Largest request body (more: 413).
+        precision: ``fp32`` (probabilities exactly as ``predict_proba``), ``bf16``/``fp16`` autocast, or ``auto``
+            (bf16 on CPUs with AVX512-BF16/AMX and on bf16 GPUs: several times the throughput of fp32 on large
+            batches, probabilities within about 1e-2).
 
     Returns:
         The app; run it with uvicorn, or with :func:`run_server`.
@@ -170,7 +175,7 @@ def create_app(
     """
     labels = classifier.labels
     info = classifier.info_
-    batcher = MicroBatcher(classifier.predict_proba, max_batch_size, max_wait_ms)
+    batcher = MicroBatcher(_predict_fn(classifier, precision), max_batch_size, max_wait_ms)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -242,6 +247,28 @@ def run_server(classifier: TextClassifier, host: str = "127.0.0.1", port: int = 
     except ImportError:
         raise MissingDependencyError.for_extra("bertfit serve", "serve", "uvicorn") from None
     uvicorn.run(create_app(classifier, **app_options), host=host, port=port, log_level="info")
+
+
+def _predict_fn(classifier: TextClassifier, precision: str) -> Callable[[list[str]], np.ndarray]:
+    """``classifier.predict_proba``, under bf16/fp16 autocast when ``precision`` asks for it."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return classifier.predict_proba
+    import torch
+
+    from .train import resolve_precision
+
+    precision, device = resolve_precision(precision)
+    if precision == "fp32":
+        return classifier.predict_proba
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+
+    def predict(texts: list[str]) -> np.ndarray:
+        with torch.autocast(device, dtype=dtype):
+            return classifier.predict_proba(texts)
+
+    return predict
 
 
 def _decide(probs: np.ndarray, labels: Sequence[str], info: dict[str, Any]) -> dict[str, Any]:
