@@ -69,22 +69,17 @@ def sentiment_csv(tmp_path) -> Path:
     return write_csv(tmp_path / "sentiment.csv", sentiment_rows())
 
 
+# Training options that make the tiny model learn the sentiment data in about a second.
+TINY_TRAINING = {"epochs": 5, "batch_size": 8, "learning_rate": 5e-3, "precision": "fp32", "warmup_ratio": 0.0}
+
+
 @pytest.fixture
 def tiny_config(tiny_model_dir):
-    """Training options that make the tiny model learn the sentiment data in about a second."""
+    """A factory of TrainConfigs for the tiny model: ``tiny_config(epochs=1, ...)``."""
     from bertfit import TrainConfig
 
     def make(**overrides):
-        values = dict(
-            model_name_or_path=str(tiny_model_dir),
-            epochs=5,
-            batch_size=8,
-            learning_rate=5e-3,
-            precision="fp32",
-            warmup_ratio=0.0,
-        )
-        values.update(overrides)
-        return TrainConfig(**values)
+        return TrainConfig(**{"model_name_or_path": str(tiny_model_dir), **TINY_TRAINING, **overrides})
 
     return make
 
@@ -97,14 +92,6 @@ def trained_dir(tiny_model_dir, tmp_path_factory) -> Path:
 
     rows = sentiment_rows()
     out = tmp_path_factory.mktemp("trained") / "model"
-    config = TrainConfig(
-        model_name_or_path=str(tiny_model_dir),
-        epochs=5,
-        batch_size=8,
-        learning_rate=5e-3,
-        precision="fp32",
-        warmup_ratio=0.0,
-        output_dir=str(out),
-    )
+    config = TrainConfig(model_name_or_path=str(tiny_model_dir), output_dir=str(out), **TINY_TRAINING)
     train(config, TextDataset([t for t, _ in rows], [lab for _, lab in rows]))
     return out

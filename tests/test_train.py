@@ -131,3 +131,11 @@ def test_format_history_marks_best_epoch():
     lines = text.splitlines()
     assert lines[0].split() == ["epoch", "train_loss", "val_loss", "accuracy", "macro_f1", "seconds"]
     assert lines[2].split() == ["2*", "-", "0.3000", "0.9000", "0.8000", "2.5"]
+
+
+def test_split_warns_about_duplicates_on_both_sides(tiny_config, caplog):
+    data = _dataset()
+    doubled = TextDataset(data.texts * 2, data.labels * 2)  # every text twice: the split leaks
+    with caplog.at_level("WARNING", logger="bertfit"):
+        train(tiny_config(epochs=1), doubled)
+    assert "validation texts" in caplog.text and "also occur in the training data" in caplog.text

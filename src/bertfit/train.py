@@ -214,6 +214,7 @@ def _prepare_data(config: TrainConfig, train_data, validation_data) -> tuple[Tex
             len(train_ds),
             len(val_ds),
         )
+        check_validation(train_ds, val_ds)  # exact duplicates in the file land on both sides: say how many
         return train_ds, val_ds, "split"
     if not isinstance(validation_data, TextDataset):
         validation_data = load_data(validation_data, config.text_column, config.label_column)
