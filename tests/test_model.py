@@ -46,6 +46,8 @@ def test_save_load_gives_identical_predictions(clf, tmp_path):
     again = TextClassifier.from_pretrained(tmp_path / "copy")
     np.testing.assert_array_equal(again.predict_proba(texts), clf.predict_proba(texts))
     assert again.info_ == clf.info_ and again.metrics == clf.metrics
+    again.save_pretrained(tmp_path / "copy-of-copy")  # a reloaded model keeps its report
+    assert (tmp_path / "copy-of-copy" / "report.html").is_file()
 
 
 def test_saved_directory_is_a_standard_hf_model(trained_dir, clf):

@@ -381,7 +381,12 @@ class TextClassifier:
                 "base_model": str(path),
             }
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
-        return cls._from_trained(model, tokenizer, info, metrics, batch_size=batch_size, device=device)
+        clf = cls._from_trained(model, tokenizer, info, metrics, batch_size=batch_size, device=device)
+        from .report import PREDICTIONS_FILE, read_records
+
+        if (path / PREDICTIONS_FILE).is_file():  # kept so that save_pretrained writes the report again
+            clf.validation_predictions_ = read_records(path / PREDICTIONS_FILE)
+        return clf
 
     def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model directory atomically: all files appear at once, or none.

@@ -106,7 +106,7 @@ def write_report(
         raise ModelError(f"{model_dir} has no bertfit.json; pass the --output-dir of a 'bertfit train' run")
     info = json.loads(info_file.read_text(encoding="utf-8"))
     if data is None:
-        records = _read_records(model_dir / PREDICTIONS_FILE)
+        records = read_records(model_dir / PREDICTIONS_FILE)
         metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
     else:
         records, metrics = _evaluate_on(model_dir, data, text_column, label_column, sep, encoding)
@@ -120,7 +120,8 @@ def write_report(
     return output
 
 
-def _read_records(path: Path) -> list[dict]:
+def read_records(path: Path) -> list[dict]:
+    """The rows of a ``validation_predictions.jsonl`` file."""
     if not path.is_file():
         raise DataError(
             f"{path.parent} has no {PREDICTIONS_FILE} (it was trained before reports existed); pass --data with a "
