@@ -21,7 +21,15 @@ import pandas as pd
 
 from .exceptions import DataError
 
-__all__ = ["TextDataset", "load_data", "iter_text_chunks", "sorted_labels", "train_val_split", "check_validation"]
+__all__ = [
+    "TextDataset",
+    "load_data",
+    "read_columns",
+    "iter_text_chunks",
+    "sorted_labels",
+    "train_val_split",
+    "check_validation",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -129,15 +137,8 @@ def load_data(
     >>> ds = load_data("examples/sms_spam.csv")  # doctest: +SKIP
     """
     path = Path(path)
-    chunks = _read_chunks(
-        path, sep=sep, encoding=encoding, split=split, chunk_size=None, columns=[text_column, label_column]
-    )
-    frame = pd.concat(list(chunks), ignore_index=True)
-    if frame.empty:
-        raise DataError(f"{path} has no data rows; give a file with at least one labelled text per class")
-    _require_columns(frame, [text_column, label_column], path)
-    texts = [_cell_to_str(v) for v in frame[text_column].tolist()]
-    labels = [_cell_to_str(v) for v in frame[label_column].tolist()]
+    columns = read_columns(path, [text_column, label_column], sep=sep, encoding=encoding, split=split)
+    texts, labels = columns[text_column], columns[label_column]
     missing = [i + 1 for i, label in enumerate(labels) if label is None or label.strip() == ""]
     if missing:
         raise DataError(
@@ -152,6 +153,26 @@ def load_data(
             "dropped %d of %d rows of %s with an empty or missing text", len(texts) - len(keep), len(texts), path
         )
     return TextDataset([texts[i] for i in keep], [labels[i].strip() for i in keep], str(path))
+
+
+def read_columns(
+    path: str | Path, columns: list[str], *, sep: str | None = None, encoding: str = "utf-8", split: str | None = None
+) -> dict[str, list[str | None]]:
+    """The named columns of a data file, each a list of strings in file order (None where a cell is missing).
+
+    Unlike :func:`load_data` nothing is dropped or checked beyond the columns' presence: explore counts what is
+    missing.
+
+    Raises:
+        DataError: The file is missing, empty, in an unknown format, undecodable, or lacks a column.
+    """
+    path = Path(path)
+    chunks = _read_chunks(path, sep=sep, encoding=encoding, split=split, chunk_size=None, columns=columns)
+    frame = pd.concat(list(chunks), ignore_index=True)
+    if frame.empty:
+        raise DataError(f"{path} has no data rows; give a file with at least one labelled text per class")
+    _require_columns(frame, columns, path)
+    return {column: [_cell_to_str(v) for v in frame[column].tolist()] for column in columns}
 
 
 def iter_text_chunks(

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import TextDataset, _cell_to_str, _read_chunks, _require_columns, sorted_labels
-from .exceptions import DataError
+from .data import TextDataset, read_columns, sorted_labels
 
 __all__ = [
     "explore",
@@ -219,16 +218,8 @@ def _frame(data, *, text_column, label_column, sep, encoding, label_sep) -> pd.D
         source = data.source
     else:
         path = Path(data)
-        chunks = list(
-            _read_chunks(
-                path, sep=sep, encoding=encoding, split=None, chunk_size=None, columns=[text_column, label_column]
-            )
-        )
-        raw = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
-        if raw.empty:
-            raise DataError(f"{path} has no data rows; give a file with labelled texts")
-        _require_columns(raw, [text_column, label_column], path)
-        frame = pd.DataFrame({"text": _strings(raw[text_column]), "label": _strings(raw[label_column])})
+        columns = read_columns(path, [text_column, label_column], sep=sep, encoding=encoding)
+        frame = pd.DataFrame({"text": columns[text_column], "label": columns[label_column]}).fillna("")
         source = str(path)
     label = frame["label"].str.strip()
     if label_sep:
@@ -238,12 +229,6 @@ def _frame(data, *, text_column, label_column, sep, encoding, label_sep) -> pd.D
     frame.attrs["source"] = source
     frame.attrs["multi_label"] = bool(label_sep)
     return frame.drop(columns="label")
-
-
-def _strings(column: pd.Series) -> pd.Series:
-    if column.dtype == object and column.map(type).eq(str).all():
-        return column
-    return column.map(lambda v: _cell_to_str(v) or "")
 
 
 # -- statistics ----------------------------------------------------------------------------------------------------
