@@ -118,20 +118,18 @@ def train(
     start = time.perf_counter()
     tracker.start()
     with tracker.closing_on_error(), tempfile.TemporaryDirectory(prefix="bertfit-") as workdir:
-        trainer = _build_trainer(
-            config,
-            model,
-            tokenizer,
-            train_features,
-            val_features,
-            precision,
-            device,
-            monitor,
-            workdir,
-            labels,
-            positive,
-            tracker,
+        trainer = Trainer(
+            model=model,
+            args=_training_arguments(config, precision, device, workdir, tracker.report_to),
+            train_dataset=train_features,
+            eval_dataset=val_features,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=_trainer_metrics(labels, positive),
+            callbacks=[monitor],
         )
+        _set_progress_callbacks(trainer)
+        tracker.attach(trainer.callback_handler.callbacks)
         trainer.train()
     train_seconds = time.perf_counter() - start
     counter.handle.remove()
@@ -319,21 +317,11 @@ class _TokenCounter:
         return 1 - int(self.real) / self.total if self.total else 0.0
 
 
-def _build_trainer(
-    config,
-    model,
-    tokenizer,
-    train_features,
-    val_features,
-    precision,
-    device,
-    monitor,
-    workdir,
-    labels,
-    positive,
-    tracker,
-):
-    args = TrainingArguments(
+def _training_arguments(
+    config: TrainConfig, precision: str, device: str, workdir: str, report_to: str
+) -> TrainingArguments:
+    # The one place where TrainConfig maps onto TrainingArguments, so that its 100+ fields never become our API.
+    return TrainingArguments(
         output_dir=workdir,
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
@@ -354,7 +342,7 @@ def _build_trainer(
         use_cpu=device == "cpu",
         train_sampling_strategy="group_by_length",
         remove_unused_columns=False,
-        report_to=tracker.report_to,
+        report_to=report_to,
         # One label per text: the model's mean loss is right as it is, and DDP averages the gradients. With this on,
         # transformers multiplies the loss by the process count for models whose forward takes **kwargs but ignores
         # num_items_in_batch (BERT's does), doubling the reported loss and the gradients on 2 processes.
@@ -362,29 +350,24 @@ def _build_trainer(
         disable_tqdm=not progress.enabled(),  # a terminal, and no --quiet
     )
 
-    def metrics_for_trainer(prediction) -> dict[str, float]:
-        pred = [labels[i] for i in np.argmax(prediction.predictions, axis=-1)]
-        true = [labels[i] for i in prediction.label_ids]
-        metrics = compute_metrics(true, pred, labels, positive)
-        return {k: v for k, v in metrics.items() if isinstance(v, float)}
 
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_features,
-        eval_dataset=val_features,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=metrics_for_trainer,
-        callbacks=[monitor],
-    )
+def _trainer_metrics(labels: list[str], positive: str | None):
+    """The Trainer's compute_metrics: the scalar metrics of :func:`compute_metrics` on the argmax labels."""
+
+    def metrics(prediction) -> dict[str, float]:
+        pred = [labels[i] for i in np.argmax(prediction.predictions, axis=-1)]  # logits: (n_validation, n_labels)
+        true = [labels[i] for i in prediction.label_ids]
+        return {k: v for k, v in compute_metrics(true, pred, labels, positive).items() if isinstance(v, float)}
+
+    return metrics
+
+
+def _set_progress_callbacks(trainer: Trainer) -> None:
     # The stock progress callbacks also print every log dict; _Monitor prints the per-epoch table instead.
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    tracker.attach(trainer.callback_handler.callbacks)
-    if not args.disable_tqdm:
+    if not trainer.args.disable_tqdm:
         trainer.add_callback(_QuietProgress())
-    return trainer
 
 
 class _QuietProgress(ProgressCallback):
