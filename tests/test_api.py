@@ -6,12 +6,14 @@ def test_public_api_is_pinned():
         "BertfitError",
         "ConfigError",
         "DataError",
+        "MissingDependencyError",
         "ModelError",
         "NotFittedError",
         "OutputExistsError",
         "TextClassifier",
         "TextDataset",
         "TrainConfig",
+        "TrainingError",
         "__version__",
         "evaluate",
         "load_data",
@@ -24,5 +26,13 @@ def test_public_api_is_pinned():
 
 
 def test_errors_share_one_base():
-    for name in ["ConfigError", "DataError", "ModelError", "NotFittedError", "OutputExistsError"]:
+    for name in [
+        "ConfigError",
+        "DataError",
+        "MissingDependencyError",
+        "ModelError",
+        "NotFittedError",
+        "OutputExistsError",
+        "TrainingError",
+    ]:
         assert issubclass(getattr(bertfit, name), bertfit.BertfitError)

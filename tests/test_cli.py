@@ -139,3 +139,8 @@ def test_bad_options_and_model(tmp_path, sentiment_csv):
     _expect_error(run("train", "--data", sentiment_csv, "--model", tmp_path), "ModelError", "could not load model")
     _expect_error(run("evaluate", tmp_path / "nope", "--data", sentiment_csv), "ModelError", "does not exist")
     _expect_error(run("predict", tmp_path), "ConfigError", "give texts as arguments")
+    _expect_error(
+        run("train", "--data", sentiment_csv, "--class-weights", '{"spam": 3}', "--model", tmp_path / "nope"),
+        "ConfigError",
+        "class_weights name labels ['spam']",
+    )

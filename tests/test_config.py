@@ -18,6 +18,8 @@ from bertfit import ConfigError, TrainConfig
         ("precision", "int4", "precision must be one of auto, bf16, fp16, fp32"),
         ("eval_strategy", "steps", "eval_steps must be an integer >= 1"),
         ("max_length", 4, "max_length must be an integer >= 8"),
+        ("class_weights", "heavy", "class_weights must be 'none', 'balanced' or a JSON object of label to positive"),
+        ("class_weights", '{"spam": -1}', "class_weights must be"),
     ],
 )
 def test_invalid_values_fail_before_any_model_loads(field, value, match):
@@ -63,3 +65,8 @@ def test_bad_config_files(tmp_path):
     (tmp_path / "c.ini").write_text("x")
     with pytest.raises(ConfigError, match="unknown config format"):
         TrainConfig.from_file(tmp_path / "c.ini")
+
+
+def test_class_weights_from_json_text():
+    assert TrainConfig(class_weights='{"spam": 5, "ham": 1}').class_weights == {"spam": 5.0, "ham": 1.0}
+    assert TrainConfig(class_weights="balanced").class_weights == "balanced"

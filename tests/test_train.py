@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -139,3 +140,83 @@ def test_split_warns_about_duplicates_on_both_sides(tiny_config, caplog):
     with caplog.at_level("WARNING", logger="bertfit"):
         train(tiny_config(epochs=1), doubled)
     assert "validation texts" in caplog.text and "also occur in the training data" in caplog.text
+
+
+def test_class_weight_vector():
+    from bertfit.train import class_weight_vector
+
+    labels = ["a", "a", "a", "b"]
+    assert class_weight_vector("none", labels, ["a", "b"]) is None
+    assert class_weight_vector("balanced", labels, ["a", "b"]) == [4 / (2 * 3), 4 / (2 * 1)]
+    assert class_weight_vector({"b": 5.0}, labels, ["a", "b"]) == [1.0, 5.0]
+    from bertfit import ConfigError
+
+    with pytest.raises(ConfigError, match=r"class_weights name labels \['c'\]"):
+        class_weight_vector({"c": 2.0}, labels, ["a", "b"])
+
+
+def test_weighted_loss_matches_a_hand_computed_one(tiny_model_dir, tmp_path):
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+
+    from bertfit.train import _BertfitTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()
+    inputs = dict(tokenizer(["good film", "bad plot", "the actor was sad"], padding=True, return_tensors="pt"))
+    inputs["labels"] = torch.tensor([1, 0, 0])
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    weighted = _BertfitTrainer(model=model, args=args, class_weights=[1.0, 4.0])
+    plain = _BertfitTrainer(model=model, args=args)
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits.numpy()
+        loss_weighted = float(weighted.compute_loss(model, dict(inputs)))
+        loss_plain = float(plain.compute_loss(model, dict(inputs)))
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    nll = -log_probs[np.arange(3), [1, 0, 0]]
+    w = np.array([4.0, 1.0, 1.0])  # the weight of each text's true label
+    assert loss_weighted == pytest.approx(float((w * nll).sum() / w.sum()), rel=1e-5)
+    assert loss_plain == pytest.approx(float(nll.mean()), rel=1e-5)
+
+
+def test_balanced_class_weights_train_end_to_end(tiny_config, caplog):
+    data = _dataset()
+    skewed = data.subset([i for i, label in enumerate(data.labels) if label == "pos" or i % 6 == 1])  # 60 pos, 20 neg
+    with caplog.at_level("INFO", logger="bertfit"):
+        clf = train(tiny_config(class_weights="balanced"), skewed)
+    assert "class weights in the loss: [2.0, 0.6667]" in caplog.text
+    assert clf.info_["config"]["class_weights"] == "balanced"
+
+
+def test_nan_loss_stops_training_and_keeps_the_best_state(tiny_config, tmp_path, monkeypatch):
+    from transformers.models.bert import modeling_bert
+
+    from bertfit import TextClassifier, TrainingError
+
+    original = modeling_bert.BertForSequenceClassification.forward
+    calls = {"train": 0}
+
+    @functools.wraps(original)  # the Trainer reads the signature to find the labels argument
+    def forward(self, *args, **kwargs):  # the loss turns NaN in the second epoch (14 steps per epoch here)
+        outputs = original(self, *args, **kwargs)
+        if self.training:
+            calls["train"] += 1
+            if calls["train"] > 20:
+                outputs.loss = outputs.loss * float("nan")
+        return outputs
+
+    monkeypatch.setattr(modeling_bert.BertForSequenceClassification, "forward", forward)
+    out = tmp_path / "model"
+    with pytest.raises(
+        TrainingError,
+        match=r"NaN or infinite in epoch 2 .* best state before it \(epoch 1, "
+        r"macro_f1 .*\) was kept and saved to .*--lr 1\.7e-03",
+    ) as caught:
+        train(tiny_config(output_dir=str(out)), _dataset())
+    assert caught.value.saved_to == str(out)
+    monkeypatch.undo()
+    clf = TextClassifier.from_pretrained(out)
+    assert [row["epoch"] for row in clf.info_["history"]] == [1]
+    assert "NaN or infinite" in clf.info_["warnings"][-1]
+    assert clf.predict("the film was superb") in {"pos", "neg"}

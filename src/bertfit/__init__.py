@@ -7,7 +7,16 @@ from ._version import __version__
 from .config import TrainConfig
 from .data import TextDataset, load_data
 from .evaluate import evaluate
-from .exceptions import BertfitError, ConfigError, DataError, ModelError, NotFittedError, OutputExistsError
+from .exceptions import (
+    BertfitError,
+    ConfigError,
+    DataError,
+    MissingDependencyError,
+    ModelError,
+    NotFittedError,
+    OutputExistsError,
+    TrainingError,
+)
 from .model import TextClassifier
 from .predict import predict_file
 from .train import train
@@ -16,12 +25,14 @@ __all__ = [
     "BertfitError",
     "ConfigError",
     "DataError",
+    "MissingDependencyError",
     "ModelError",
     "NotFittedError",
     "OutputExistsError",
     "TextClassifier",
     "TextDataset",
     "TrainConfig",
+    "TrainingError",
     "__version__",
     "evaluate",
     "load_data",

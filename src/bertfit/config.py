@@ -87,6 +87,14 @@ class TrainConfig:
             "fp32), bf16, fp16 or fp32."
         },
     )
+    class_weights: str | dict[str, float] = field(
+        default="none",
+        metadata={
+            "help": "Weights of the classes in the cross-entropy loss: none, balanced (n_texts / (n_classes x "
+            'count of the class), as scikit-learn) or a JSON object of label to weight, e.g. \'{"spam": 5}\' '
+            "(labels left out weigh 1)."
+        },
+    )
     eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation and prediction batch."})
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run custom code of a hub model (off unless you trust its author)."}
@@ -140,6 +148,7 @@ class TrainConfig:
         )
         _check(self.precision in PRECISIONS, "precision", self.precision, "one of " + ", ".join(PRECISIONS))
         _check(self.track is None or self.track in TRACKERS, "track", self.track, "one of " + ", ".join(TRACKERS))
+        self.class_weights = _parse_class_weights(self.class_weights)
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a JSON-ready dict."""
@@ -215,6 +224,22 @@ def _toml():
     else:  # pragma: no cover
         import tomli as tomllib
     return tomllib
+
+
+def _parse_class_weights(value: Any) -> str | dict[str, float]:
+    if value in ("none", "balanced"):
+        return value
+    parsed = value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+    ok = isinstance(parsed, dict) and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in parsed.values()
+    )
+    _check(ok, "class_weights", value, "'none', 'balanced' or a JSON object of label to positive weight")
+    return {str(label): float(weight) for label, weight in parsed.items()}
 
 
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:

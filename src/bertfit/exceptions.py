@@ -8,8 +8,10 @@ BertfitError                      base class; the CLI prints "ErrorName: message
  │    (FileExistsError)
  ├── NotFittedError               predict/save before fit or from_pretrained
  │    (ValueError, AttributeError)
- └── MissingDependencyError       an optional extra is not installed; the message gives the pip line
-      (ImportError)
+ ├── MissingDependencyError       an optional extra is not installed; the message gives the pip line
+ │    (ImportError)
+ └── TrainingError                training went wrong (the loss became NaN or infinite); the best state so far
+      (RuntimeError)              was saved when there was one
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "ModelError",
     "NotFittedError",
     "OutputExistsError",
+    "TrainingError",
 ]
 
 
@@ -56,3 +59,11 @@ class MissingDependencyError(BertfitError, ImportError):
     def for_extra(cls, feature: str, extra: str, module: str) -> MissingDependencyError:
         """The error for ``feature`` needing ``module``, with the exact install line of ``extra``."""
         return cls(f"{feature} needs {module}, which is not installed; run: pip install 'bertfit[{extra}]'")
+
+
+class TrainingError(BertfitError, RuntimeError):
+    """Training diverged; ``saved_to`` names the directory holding the best state before it did, if any."""
+
+    def __init__(self, message: str, saved_to: str | None = None):
+        super().__init__(message)
+        self.saved_to = saved_to

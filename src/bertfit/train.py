@@ -14,6 +14,7 @@ import os
 import platform
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from ._version import __version__
 from .config import TrainConfig
 from .data import TextDataset, check_validation, load_data, sorted_labels, train_val_split
 from .evaluate import collapse_warning, compute_metrics, minority_label
-from .exceptions import ConfigError, DataError
+from .exceptions import ConfigError, DataError, TrainingError
 from .explore import suggest_max_length
 from .model import (
     DEFAULT_MODEL_NAME,
@@ -49,7 +50,14 @@ from .model import (
 from .report import prediction_records
 from .track import Tracker
 
-__all__ = ["train", "choose_max_length", "resolve_precision", "format_history", "is_main_process"]
+__all__ = [
+    "train",
+    "choose_max_length",
+    "class_weight_vector",
+    "resolve_precision",
+    "format_history",
+    "is_main_process",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +100,7 @@ def train(
     train_ds, val_ds, val_from = _prepare_data(config, train_data, validation_data)
     labels = sorted_labels(train_ds.labels)
     positive = _positive_label(config, train_ds, labels)
+    class_weights = class_weight_vector(config.class_weights, train_ds.labels, labels)
     precision, device = resolve_precision(config.precision)
     set_seed(config.seed)
     model_path = resolve_model(config.model_name_or_path)
@@ -118,7 +127,8 @@ def train(
     start = time.perf_counter()
     tracker.start()
     with tracker.closing_on_error(), tempfile.TemporaryDirectory(prefix="bertfit-") as workdir:
-        trainer = Trainer(
+        trainer = _BertfitTrainer(
+            class_weights=class_weights,
             model=model,
             args=_training_arguments(config, precision, device, workdir, tracker.report_to),
             train_dataset=train_features,
@@ -133,6 +143,8 @@ def train(
         trainer.train()
     train_seconds = time.perf_counter() - start
     counter.handle.remove()
+    if monitor.diverged_at is not None and monitor.best_state is None:
+        raise TrainingError(_divergence_message(config, monitor, saved_to=None))
     if monitor.best_state is not None:
         model.load_state_dict(monitor.best_state)
     logger.info(
@@ -182,9 +194,13 @@ def train(
     if warning:
         logger.warning(warning)
         info["warnings"].append(warning)
+    if monitor.diverged_at is not None:
+        info["warnings"].append(_divergence_message(config, monitor, saved_to=config.output_dir))
     if config.output_dir:
         classifier.save_pretrained(config.output_dir, overwrite=config.overwrite)
     tracker.finish(classifier.metrics_, config.output_dir)
+    if monitor.diverged_at is not None:
+        raise TrainingError(info["warnings"][-1], saved_to=config.output_dir)
     return classifier
 
 
@@ -337,6 +353,7 @@ def _training_arguments(
         logging_strategy=config.eval_strategy,
         logging_steps=config.eval_steps or 500,
         save_strategy="no",  # the best state is kept in memory by _Monitor
+        logging_nan_inf_filter=False,  # a NaN/inf loss must reach _Monitor, which stops the run
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
@@ -348,6 +365,64 @@ def _training_arguments(
         # num_items_in_batch (BERT's does), doubling the reported loss and the gradients on 2 processes.
         average_tokens_across_devices=False,
         disable_tqdm=not progress.enabled(),  # a terminal, and no --quiet
+    )
+
+
+def class_weight_vector(
+    class_weights: str | dict[str, float], train_labels: list[str], labels: list[str]
+) -> list[float] | None:
+    """Loss weights in label id order: None for 'none'; n_texts / (n_classes x count) for 'balanced' (as
+    scikit-learn's ``class_weight="balanced"``); the given weights (1 for labels left out) for a mapping.
+
+    Raises:
+        ConfigError: The mapping names labels that the training data lacks.
+
+    >>> class_weight_vector("balanced", ["a", "a", "a", "b"], ["a", "b"])
+    [0.6666666666666666, 2.0]
+    """
+    if class_weights == "none":
+        return None
+    if class_weights == "balanced":
+        counts = Counter(train_labels)
+        return [len(train_labels) / (len(labels) * counts[label]) for label in labels]
+    unknown = sorted(set(class_weights) - set(labels))
+    if unknown:
+        raise ConfigError(
+            f"class_weights name labels {unknown} that the training data lacks (its labels: {labels}); "
+            "fix the names in --class-weights"
+        )
+    return [class_weights.get(label, 1.0) for label in labels]
+
+
+class _BertfitTrainer(Trainer):
+    """The Trainer, with a class-weighted cross-entropy when ``class_weights`` is given."""
+
+    def __init__(self, *args, class_weights: list[float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        if class_weights is not None:
+            logger.info("class weights in the loss: %s", [round(w, 4) for w in class_weights])
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.class_weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+        logits = outputs.logits.float()  # (batch, n_labels); fp32 for the loss under bf16 autocast
+        loss = torch.nn.functional.cross_entropy(logits, inputs["labels"], weight=self.class_weights.to(logits.device))
+        return (loss, outputs) if return_outputs else loss
+
+
+def _divergence_message(config: TrainConfig, monitor: _Monitor, saved_to: str | None) -> str:
+    where = f"epoch {monitor.diverged_at['epoch']:g} (step {monitor.diverged_at['step']})"
+    kept = (
+        f"the best state before it (epoch {monitor.best_row['epoch']:g}, {config.metric_for_best_model} "
+        f"{monitor.best_row['_value']:.4f}) was kept" + (f" and saved to {saved_to}" if saved_to else "")
+        if monitor.best_row
+        else "no evaluation had finished, so there is no state to keep"
+    )
+    return (
+        f"the training loss became NaN or infinite in {where}; {kept}. Train again with a lower learning rate, "
+        f"e.g. --lr {config.learning_rate / 3:.1e}" + (", or --precision fp32" if config.precision != "fp32" else "")
     )
 
 
@@ -390,6 +465,7 @@ class _Monitor(TrainerCallback):
         self._train_loss: float | None = None
         self._since = time.perf_counter()
         self.main_process = True
+        self.diverged_at: dict[str, float] | None = None
         self.schedule: dict[str, int] = {}
         self.log_history: list[dict[str, Any]] = []
 
@@ -420,6 +496,11 @@ class _Monitor(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self._train_loss = float(logs["loss"])
+            if not math.isfinite(self._train_loss) and self.diverged_at is None:
+                # The weights are ruined: stop, skip the evaluation of this state, keep the best one so far.
+                self.diverged_at = {"epoch": round(float(state.epoch or 0), 2), "step": state.global_step}
+                control.should_training_stop = True
+                control.should_evaluate = False
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         now = time.perf_counter()
