@@ -152,6 +152,7 @@ def train(
     ] = None,
     positive_label: Annotated[str | None, _option("positive_label", "--positive-label")] = None,
     precision: Annotated[str, _option("precision", "--precision")] = _DEFAULT["precision"],
+    class_weights: Annotated[str, _option("class_weights", "--class-weights")] = _DEFAULT["class_weights"],
     config: Annotated[
         Path | None,
         typer.Option(
