@@ -56,3 +56,38 @@ def test_minority_label_and_bad_positive_label():
     assert minority_label(["0", "1"]) == "1"
     with pytest.raises(DataError, match="positive label 'yes' is not one of"):
         compute_metrics(["a", "b"], ["a", "b"], ["a", "b"], positive_label="yes")
+
+
+def test_tune_threshold_finds_the_known_optimum():
+    from bertfit.evaluate import tune_threshold
+
+    # Ranked: .9 T, .6 F, .4 T, .1 F -> calling the top 3 positive gives F1 = 0.8, the best; cut between .4 and .1.
+    assert tune_threshold([False, False, True, True], [0.1, 0.6, 0.4, 0.9]) == (0.25, 0.8)
+    truth, scores = [0, 1, 0, 1, 1], [0.1, 0.2, 0.3, 0.8, 0.9]
+    assert tune_threshold(truth, scores, "precision>=1.0") == (pytest.approx(0.55), pytest.approx(2 / 3))
+    assert tune_threshold(truth, scores, "recall>=1.0") == (pytest.approx(0.15), pytest.approx(0.75))
+    assert tune_threshold([0, 0], [0.3, 0.7]) == (0.5, 0.0)  # no positive text: keep 0.5
+
+
+def test_tune_threshold_on_synthetic_scores_beats_half():
+    import numpy as np
+
+    from bertfit.evaluate import tune_threshold
+
+    rng = np.random.default_rng(0)
+    truth = rng.random(2000) < 0.1  # 10% positive
+    scores = np.clip(np.where(truth, 0.35, 0.15) + rng.normal(0, 0.08, 2000), 0, 1)  # a model that under-scores
+    threshold, f1 = tune_threshold(truth, scores)
+    f1_at = lambda t: 2 * (truth & (scores >= t)).sum() / ((scores >= t).sum() + truth.sum())  # noqa: E731
+    assert 0.2 < threshold < 0.3 and f1 == pytest.approx(f1_at(threshold))
+    assert f1 > f1_at(0.5) + 0.3
+    grid = max(f1_at(t) for t in np.linspace(0.01, 0.99, 99))
+    assert f1 >= grid - 1e-12  # no fixed grid does better
+
+
+def test_tune_threshold_rejects_unknown_objectives():
+    from bertfit import ConfigError
+    from bertfit.evaluate import tune_threshold
+
+    with pytest.raises(ConfigError, match="threshold objective must be"):
+        tune_threshold([True], [0.5], "auc")

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .data import TextDataset
-from .exceptions import DataError
+from .exceptions import ConfigError, DataError
 
 if TYPE_CHECKING:
     from .model import TextClassifier
 
-__all__ = ["compute_metrics", "evaluate", "collapse_warning", "minority_label"]
+__all__ = ["compute_metrics", "evaluate", "collapse_warning", "minority_label", "tune_threshold"]
 
 
 def compute_metrics(
@@ -125,3 +125,48 @@ def evaluate(classifier: TextClassifier, dataset: TextDataset, positive_label: s
         )
     predictions = classifier.predict(dataset.texts)
     return compute_metrics(dataset.labels, predictions, labels, positive_label or classifier.positive_label)
+
+
+def tune_threshold(is_positive: Sequence[bool], scores: Sequence[float], objective: str = "f1") -> tuple[float, float]:
+    """The decision threshold on the positive-class probability that is best for ``objective`` on these texts.
+
+    A text is predicted positive when its score is >= the threshold; the threshold returned lies halfway between
+    the lowest score called positive and the next lower one, so it generalizes a little better than a score itself.
+
+    Args:
+        is_positive: Whether each text's true label is the positive class.
+        scores: Each text's probability of the positive class.
+        objective: ``"f1"`` (F1 of the positive class), ``"precision>=P"`` (the highest recall whose precision is
+            at least P) or ``"recall>=R"`` (the highest precision whose recall is at least R).
+
+    Returns:
+        ``(threshold, value)``: value is the F1, recall or precision reached (0.0 when no threshold qualifies).
+
+    >>> tune_threshold([False, False, True, True], [0.1, 0.6, 0.4, 0.9])
+    (0.25, 0.8)
+    """
+    truth = np.asarray(is_positive, dtype=bool)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    ranked, truth = np.asarray(scores, dtype=np.float64)[order], truth[order]
+    # Calling the top k texts positive, for every k at the end of a run of tied scores.
+    ends = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
+    k = ends + 1
+    tp = np.cumsum(truth)[ends]
+    n_pos = int(truth.sum())
+    if n_pos == 0:
+        return 0.5, 0.0
+    precision, recall = tp / k, tp / n_pos
+    kind, _, target = objective.partition(">=")
+    if kind == "f1" and not target:
+        value = 2 * tp / (k + n_pos)
+    elif kind in ("precision", "recall") and target:
+        floor = float(target)
+        ok = (precision if kind == "precision" else recall) >= floor
+        value = np.where(ok, recall if kind == "precision" else precision, -1.0)
+    else:
+        raise ConfigError(f"threshold objective must be 'f1', 'precision>=P' or 'recall>=R', got {objective!r}")
+    best = int(np.argmax(value))  # the first (highest-threshold) of equal values
+    if value[best] < 0:
+        return 0.5, 0.0
+    lower = ranked[ends[best] + 1] if ends[best] + 1 < len(ranked) else 0.0
+    return float((ranked[ends[best]] + lower) / 2), float(value[best])
