@@ -407,6 +407,47 @@ def report(
     typer.echo(f"wrote {path}")
 
 
+@app.command()
+@_errors
+def baseline(
+    data: DataOpt,
+    validation: Annotated[
+        Path | None,
+        typer.Option(
+            "--validation", help="Validation file (same format); default: the stratified split 'bertfit train' makes."
+        ),
+    ] = None,
+    text_column: TextColOpt = _DEFAULT["text_column"],
+    label_column: LabelColOpt = _DEFAULT["label_column"],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Encoder of the frozen-embedding baseline; default: the embedded model."),
+    ] = None,
+    val_size: Annotated[float, _option("val_size", "--val-size")] = _DEFAULT["val_size"],
+    seed: Annotated[int, _option("seed", "--seed")] = _DEFAULT["seed"],
+    positive_label: Annotated[str | None, _option("positive_label", "--positive-label")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object only.")] = False,
+    sep: SepOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    quiet: QuietOpt = False,
+) -> None:
+    """Majority class, TF-IDF + logistic regression and frozen embeddings + logistic regression, scored like train."""
+    from .baseline import format_baselines, run_baselines
+    from .data import load_data, train_val_split
+
+    train_data = load_data(data, text_column, label_column, sep=sep, encoding=encoding)
+    if validation:
+        val_data = load_data(validation, text_column, label_column, sep=sep, encoding=encoding)
+    else:
+        train_data, val_data = train_val_split(train_data, val_size, seed)
+    results = run_baselines(train_data, val_data, model_name_or_path=model, positive_label=positive_label)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"Baselines, trained on {len(train_data)} texts, scored on {len(val_data)} validation texts:")
+    typer.echo(format_baselines(results))
+
+
 def _format_metrics(metrics: dict[str, Any]) -> str:
     lines = [f"  {name:<12}{metrics[name]:.4f}" for name in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc")]
     if "positive_label" in metrics:

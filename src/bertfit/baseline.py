@@ -1,0 +1,203 @@
+"""Baselines that show what fine-tuning gains: majority class, TF-IDF + logistic regression, and frozen encoder
+embeddings (mean pooling) + logistic regression (the feature-based approach), scored with the same metrics.
+
+Every baseline trains on the same training rows and is scored on the same validation rows as ``bertfit train``, with
+:func:`bertfit.evaluate.compute_metrics`, so its numbers sit beside the fine-tuned model's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .data import TextDataset, check_validation, sorted_labels
+from .evaluate import compute_metrics, minority_label
+from .exceptions import ConfigError, DataError
+
+__all__ = ["BASELINES", "run_baselines", "format_baselines"]
+
+logger = logging.getLogger(__name__)
+
+# Names in the order they run and print: from the floor to the strongest baseline.
+BASELINES = ("majority_class", "tfidf_logreg", "frozen_embeddings_logreg")
+
+
+def run_baselines(
+    train: TextDataset,
+    validation: TextDataset,
+    *,
+    model_name_or_path: str | None = None,
+    positive_label: str | None = None,
+    max_length: int = 256,
+    batch_size: int = 64,
+) -> dict[str, dict[str, Any]]:
+    """Train each baseline on ``train`` and score it on ``validation`` with the metrics of fine-tuning.
+
+    - ``majority_class``: predicts the most frequent training label for every text; the floor any model must beat.
+    - ``tfidf_logreg``: TF-IDF of word 1-2 grams (sublinear tf) + logistic regression.
+    - ``frozen_embeddings_logreg``: the encoder's mean-pooled last hidden states, never updated, standardized, +
+      logistic regression.
+
+    Both logistic regressions use ``class_weight="balanced"``, so a rare class is not ignored for accuracy's sake:
+    the baselines compete on macro-F1 and the positive class's F1, the numbers fine-tuning is judged on.
+
+    Args:
+        train: Training texts and labels.
+        validation: Texts and labels to score on; every label must occur in ``train``.
+        model_name_or_path: Encoder of the frozen-embedding baseline (local directory or hub id); None takes the
+            embedded default model, as training does.
+        positive_label: Positive class of a binary task; default: the minority training label (as in training).
+        max_length: Longest input in tokens for the encoder; longer texts are truncated.
+        batch_size: Texts per encoder forward pass.
+
+    Returns:
+        ``{name: {"metrics": compute_metrics dict, "seconds": fit + predict time}}`` for each name in
+        :data:`BASELINES`, in that order.
+
+    Raises:
+        DataError: Fewer than two training classes, or validation labels unseen in training.
+        ConfigError: ``positive_label`` is not a training label.
+        ModelError: The encoder cannot be loaded.
+
+    >>> results = run_baselines(*train_val_split(load_data("examples/sms_spam.csv")))  # doctest: +SKIP
+    >>> round(results["tfidf_logreg"]["metrics"]["macro_f1"], 3)  # doctest: +SKIP
+    0.95
+    """
+    labels = sorted_labels(train.labels)
+    if len(labels) < 2:
+        raise DataError(
+            f"training data {train.source} has a single class {labels}; a classifier needs at least two classes "
+            "(check --label-column)"
+        )
+    check_validation(train, validation)
+    positive = _positive_label(positive_label, train, labels)
+    predictors: dict[str, Callable[[], list[str]]] = {
+        "majority_class": lambda: _majority_class(train, validation),
+        "tfidf_logreg": lambda: _tfidf_logreg(train, validation),
+        "frozen_embeddings_logreg": lambda: _frozen_embeddings_logreg(
+            train, validation, model_name_or_path, max_length, batch_size
+        ),
+    }
+    results: dict[str, dict[str, Any]] = {}
+    for name in BASELINES:
+        start = time.perf_counter()
+        predictions = predictors[name]()
+        seconds = time.perf_counter() - start
+        metrics = compute_metrics(validation.labels, predictions, labels, positive)
+        results[name] = {"metrics": metrics, "seconds": seconds}
+        logger.info("baseline %s: macro-F1 %.4f in %.1f s", name, metrics["macro_f1"], seconds)
+    return results
+
+
+def format_baselines(results: dict[str, dict[str, Any]]) -> str:
+    """A table of the baselines: accuracy, macro-F1, the positive class's F1 (binary tasks) and seconds."""
+    binary = all("positive_label" in r["metrics"] for r in results.values())
+    f1_header = f"F1 {next(iter(results.values()))['metrics']['positive_label']!r}" if binary else ""
+    lines = [f"  {'baseline':<28}{'accuracy':>10}{'macro-F1':>10}{f1_header:>14}{'seconds':>10}"]
+    for name, result in results.items():
+        m = result["metrics"]
+        f1 = f"{m['f1']:.4f}" if binary else ""
+        lines.append(f"  {name:<28}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}{f1:>14}{result['seconds']:>10.1f}")
+    return "\n".join(lines)
+
+
+def _positive_label(requested: str | None, train: TextDataset, labels: list[str]) -> str | None:
+    # The same rule as training, so the positive-class scores compare.
+    if len(labels) != 2:
+        if requested is not None:
+            logger.warning("ignoring positive_label %r: the task has %d classes, not 2", requested, len(labels))
+        return None
+    if requested is None:
+        return minority_label(train.labels)
+    if requested not in labels:
+        raise ConfigError(
+            f"positive_label {requested!r} is not a label of the training data {labels}; "
+            "pass --positive-label with one of them"
+        )
+    return requested
+
+
+def _majority_class(train: TextDataset, validation: TextDataset) -> list[str]:
+    counts = Counter(train.labels)
+    majority = max(sorted_labels(train.labels), key=lambda label: counts[label])  # ties: the first in label order
+    return [majority] * len(validation)
+
+
+def _tfidf_logreg(train: TextDataset, validation: TextDataset) -> list[str]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    # min_df=2 drops typos and one-off tokens; on tiny data that may leave no terms, then every term counts.
+    # The token pattern keeps one-character words ("u", "2", "r" in SMS), which the sklearn default drops.
+    for min_df in (2, 1):
+        vectorizer = TfidfVectorizer(
+            ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, token_pattern=r"(?u)\b\w+\b"
+        )
+        try:
+            features = vectorizer.fit_transform(train.texts)  # (n_train, n_terms), sparse
+            break
+        except ValueError:  # "empty vocabulary" / "no terms remain"
+            continue
+    else:
+        raise DataError(f"the texts of {train.source} hold no words for TF-IDF; check --text-column")
+    classifier = LogisticRegression(max_iter=1000, class_weight="balanced")
+    classifier.fit(features, train.labels)
+    return classifier.predict(vectorizer.transform(validation.texts)).tolist()
+
+
+def _frozen_embeddings_logreg(
+    train: TextDataset, validation: TextDataset, model_name_or_path: str | None, max_length: int, batch_size: int
+) -> list[str]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    encoder, tokenizer, limit = _load_encoder(model_name_or_path)
+    embed = _embedder(encoder, tokenizer, min(max_length, limit), batch_size)
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, class_weight="balanced"))
+    classifier.fit(embed(train.texts, "embedding train"), train.labels)
+    return classifier.predict(embed(validation.texts, "embedding validation")).tolist()
+
+
+def _load_encoder(model_name_or_path: str | None):
+    from .model import load_sequence_classifier, load_tokenizer, model_max_length, resolve_model
+
+    path = resolve_model(model_name_or_path)
+    # Loaded through the classifier loader for its ModelError messages; only the encoder under the (unused,
+    # randomly initialized) head runs.
+    encoder = load_sequence_classifier(path).base_model.eval()
+    tokenizer = load_tokenizer(path)
+    return encoder, tokenizer, model_max_length(tokenizer, encoder.config)
+
+
+def _embedder(encoder, tokenizer, max_length: int, batch_size: int) -> Callable[[list[str], str], np.ndarray]:
+    import torch
+
+    from .progress import bar
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    encoder.to(device)
+
+    def embed(texts: list[str], desc: str) -> np.ndarray:
+        # Batches of similar length (little padding); rows go back to input order.
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+        out = np.empty((len(texts), encoder.config.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for start in bar(range(0, len(order), batch_size), desc=desc, unit="batch"):
+                idx = order[start : start + batch_size]
+                batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors="pt")
+                batch = {k: v.to(device) for k, v in batch.items()}
+                hidden = encoder(**batch).last_hidden_state  # (batch, seq, hidden)
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # mean over real tokens
+                out[idx] = pooled.float().cpu().numpy()
+        return out
+
+    return embed
