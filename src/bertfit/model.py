@@ -329,30 +329,18 @@ class TextClassifier:
         return [labels[i] for i in np.argmax(probs, axis=1)] if len(probs) else []
 
     def _logits(self, texts: list[str]) -> np.ndarray:
-        # Tokenize once, run batches of similar length (little padding), put the rows back in input order.
         import torch
 
         self._check_fitted()
-        n_labels = len(self.labels)
-        if not texts:
-            return np.zeros((0, n_labels), dtype=np.float32)
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if bad:
-            raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
-        encoded = self.tokenizer_(texts, truncation=True, max_length=self.max_length)
-        order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
-        out = np.empty((len(texts), n_labels), dtype=np.float32)
         device = self._device()
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-        from .progress import bar
+
+        def forward(batch) -> np.ndarray:
+            return self.model_(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
 
         with torch.inference_mode():
-            for start in bar(range(0, len(order), self.batch_size), desc="predicting", unit="batch"):
-                idx = order[start : start + self.batch_size]
-                batch = self.tokenizer_.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors="pt")
-                logits = self.model_(**{k: v.to(device) for k, v in batch.items()}).logits  # (batch, n_labels)
-                out[idx] = logits.float().cpu().numpy()
-        return out
+            return batched_logits(
+                self.tokenizer_, texts, forward, self.max_length, len(self.labels), self.batch_size, tensors="pt"
+            )
 
     # -- persistence ---------------------------------------------------------------------------------------------
 
@@ -417,6 +405,32 @@ class TextClassifier:
                 write_report_files(staging, self.info_, self.metrics_, records)
         logger.info("saved the model to %s", path)
         return path
+
+
+def batched_logits(
+    tokenizer, texts: list[str], forward, max_length: int, n_labels: int, batch_size: int, *, tensors: str
+) -> np.ndarray:
+    """Logits of ``texts`` from ``forward(padded_batch) -> (batch, n_labels) array``, rows in input order.
+
+    Tokenizes once, then runs batches of similar length (little padding); ``tensors`` is the tokenizer's
+    ``return_tensors`` ("pt" for PyTorch, "np" for onnxruntime).
+    """
+    if not texts:
+        return np.zeros((0, n_labels), dtype=np.float32)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+    out = np.empty((len(texts), n_labels), dtype=np.float32)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    from .progress import bar
+
+    for start in bar(range(0, len(order), batch_size), desc="predicting", unit="batch"):
+        idx = order[start : start + batch_size]
+        batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors=tensors)
+        out[idx] = forward(batch)
+    return out
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import sentiment_rows, write_csv
+from typer.testing import CliRunner
+
+from bertfit import TextClassifier
+from bertfit.cli import app
+from bertfit.exceptions import ConfigError, OutputExistsError
+from bertfit.export import ONNX_FILE, OnnxClassifier, export_onnx, load_classifier
+
+pytest.importorskip("onnxruntime")
+
+runner = CliRunner()
+TEXTS = ["the film was superb", "the plot is really awful", "it was quite boring", "", "a " * 200]
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def fp32_export(trained_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "onnx"
+    return out, export_onnx(trained_dir, out)
+
+
+def test_export_round_trip_matches_pytorch(trained_dir, fp32_export):
+    out, result = fp32_export
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["bertfit.json", "metrics.json", ONNX_FILE, "tokenizer.json", "tokenizer_config.json"]
+    )
+    assert json.loads((out / "bertfit.json").read_text())["export"] == {
+        "format": "onnx",
+        "quantize": None,
+        "opset": 17,
+    }
+    torch_clf, onnx_clf = TextClassifier.from_pretrained(trained_dir), load_classifier(out)
+    assert isinstance(onnx_clf, OnnxClassifier)
+    assert onnx_clf.labels == torch_clf.labels and onnx_clf.positive_label == "pos"
+    assert onnx_clf.metrics == torch_clf.metrics and onnx_clf.max_length == torch_clf.max_length
+    # batch sizes 1, 2 and 5: the batch and sequence axes are dynamic
+    for batch_size in (1, 2, 128):
+        onnx_clf.batch_size = batch_size
+        np.testing.assert_allclose(onnx_clf.predict_proba(TEXTS), torch_clf.predict_proba(TEXTS), atol=1e-4)
+    assert onnx_clf.predict(TEXTS) == torch_clf.predict(TEXTS)
+    assert onnx_clf.predict("the film was superb") == torch_clf.predict("the film was superb")
+    assert onnx_clf.predict_proba([]).shape == (0, 2)
+    assert result["texts"] == 12 and result["label_agreement"] == 1.0 and result["accuracy_change"] == 0.0
+    assert result["max_abs_prob_diff"] < 1e-4
+
+
+def test_int8_export_is_smaller_and_reports_agreement(trained_dir, fp32_export, tmp_path):
+    result = export_onnx(trained_dir, tmp_path / "int8", quantize="int8")
+    assert 0.0 <= result["label_agreement"] <= 1.0
+    assert result["accuracy_change"] == pytest.approx(result["accuracy_onnx"] - result["accuracy_pytorch"])
+    assert result["onnx_bytes"] < fp32_export[1]["onnx_bytes"]
+    assert json.loads((tmp_path / "int8" / "bertfit.json").read_text())["export"]["quantize"] == "int8"
+    assert load_classifier(tmp_path / "int8").predict_proba(TEXTS).shape == (len(TEXTS), 2)
+
+
+def test_export_refuses_bad_input(trained_dir, fp32_export):
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        export_onnx(trained_dir, fp32_export[0])
+    with pytest.raises(ConfigError, match="unknown quantization 'int4'"):
+        export_onnx(trained_dir, quantize="int4")
+
+
+def test_cli_export_predict_evaluate(trained_dir, tmp_path):
+    out = tmp_path / "export"
+    result = run("export", trained_dir, "--onnx", "--quantize", "int8", "--output-dir", out)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}" in result.stdout and "label agreement" in result.stdout
+    assert "accuracy" in result.stdout and "change" in result.stdout
+
+    result = run("export", trained_dir, "--onnx", "--output-dir", out)
+    assert result.exit_code == 2 and "OutputExistsError" in result.stderr
+    result = run("export", trained_dir, "--output-dir", tmp_path / "other")
+    assert result.exit_code == 2 and "--onnx" in result.stderr
+
+    result = run("predict", out, "the film was superb", "the plot is really awful")
+    assert result.exit_code == 0, result.output
+    assert [line.split("\t")[2] for line in result.stdout.strip().splitlines()] == [
+        "the film was superb",
+        "the plot is really awful",
+    ]
+
+    data = write_csv(tmp_path / "data.csv", sentiment_rows(40, seed=1))
+    result = run("evaluate", out, "--data", data, "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["positive_label"] == "pos" and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_onnx_classifier_pickles_for_worker_processes(fp32_export):
+    import pickle
+
+    clf = load_classifier(fp32_export[0])
+    copy = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(copy.predict_proba(TEXTS), clf.predict_proba(TEXTS))
