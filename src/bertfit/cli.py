@@ -197,7 +197,9 @@ def train(
 @app.command()
 @_errors
 def evaluate(
-    model_dir: Annotated[Path, typer.Argument(help="A model directory written by 'bertfit train'.")],
+    model_dir: Annotated[
+        Path, typer.Argument(help="A model directory written by 'bertfit train', or an export of 'bertfit export'.")
+    ],
     data: DataOpt,
     text_column: TextColOpt = _DEFAULT["text_column"],
     label_column: LabelColOpt = _DEFAULT["label_column"],
@@ -215,9 +217,9 @@ def evaluate(
     """Evaluate a trained model on a labelled file."""
     from .data import load_data
     from .evaluate import evaluate as run_evaluation
-    from .model import TextClassifier
+    from .export import load_classifier
 
-    clf = TextClassifier.from_pretrained(model_dir)
+    clf = load_classifier(model_dir)
     dataset = load_data(data, text_column, label_column, sep=sep, encoding=encoding)
     metrics = run_evaluation(clf, dataset, positive_label)
     typer.echo(json.dumps(metrics, indent=2) if as_json else _format_metrics(metrics))
@@ -226,7 +228,9 @@ def evaluate(
 @app.command()
 @_errors
 def predict(
-    model_dir: Annotated[Path, typer.Argument(help="A model directory written by 'bertfit train'.")],
+    model_dir: Annotated[
+        Path, typer.Argument(help="A model directory written by 'bertfit train', or an export of 'bertfit export'.")
+    ],
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
     input_file: Annotated[
         Path | None,
@@ -255,12 +259,12 @@ def predict(
 ) -> None:
     """Predict labels of texts given as arguments, or of a whole file (--input/--output)."""
     from .exceptions import ConfigError
-    from .model import TextClassifier
+    from .export import load_classifier
     from .predict import predict_file, prediction_rows
 
     if bool(input_file) != bool(output_file) or (input_file and texts) or not (input_file or texts):
         raise ConfigError("give texts as arguments, or both --input FILE and --output FILE")
-    clf = TextClassifier.from_pretrained(model_dir)
+    clf = load_classifier(model_dir)
     if input_file:
         count = predict_file(
             clf,
@@ -446,6 +450,38 @@ def baseline(
         return
     typer.echo(f"Baselines, trained on {len(train_data)} texts, scored on {len(val_data)} validation texts:")
     typer.echo(format_baselines(results))
+
+
+@app.command()
+@_errors
+def export(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by 'bertfit train'.")],
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (required: the only format for now).")] = False,
+    quantize: Annotated[
+        str | None,
+        typer.Option("--quantize", help="int8: dynamic quantization (int8 weights; smaller, usually faster on CPU)."),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", help="Where the export goes; default: MODEL_DIR-onnx (MODEL_DIR-onnx-int8)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output-dir.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Export a model to ONNX (optionally int8) and re-evaluate it on the saved validation texts."""
+    from .exceptions import ConfigError
+    from .export import export_onnx
+
+    if not onnx:
+        raise ConfigError("choose an export format: pass --onnx (the only one for now)")
+    result = export_onnx(model_dir, output_dir, quantize=quantize, overwrite=overwrite)
+    typer.echo(f"wrote {result['output_dir']} (model.onnx: {result['onnx_bytes'] / 2**20:.1f} MiB)")
+    if result["texts"]:
+        before, after = result["accuracy_pytorch"], result["accuracy_onnx"]
+        typer.echo(f"Re-evaluated on {result['texts']} validation texts:")
+        typer.echo(f"  accuracy         {before:.4f} (PyTorch) -> {after:.4f} (ONNX), change {after - before:+.4f}")
+        typer.echo(f"  label agreement  {result['label_agreement']:.4f}")
+        typer.echo(f"  max |prob diff|  {result['max_abs_prob_diff']:.2g}")
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
