@@ -106,3 +106,27 @@ def test_plain_hf_classifier_loads_with_its_labels(tiny_model_dir, tmp_path):
 def test_default_model_is_found_by_package_metadata_and_verified():
     path = default_model_path()
     assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+
+
+def test_predict_uses_the_saved_threshold(trained_dir):
+    clf = TextClassifier.from_pretrained(trained_dir)
+    texts = ["the film was superb", "the plot is really awful", "it was quite lovely", "the actor was very sad"]
+    p_pos = clf.predict_proba(texts)[:, clf.labels.index("pos")]
+    clf.info_["positive_label"] = "pos"
+    clf.info_["threshold"] = float(np.sort(p_pos)[1])  # between: the two highest and the second lowest are 'pos'
+    expected = ["pos" if p >= clf.threshold else "neg" for p in p_pos]
+    assert clf.predict(texts) == expected and expected.count("pos") == 3
+    assert clf.predict(texts[1]) == expected[1]
+    clf.info_["threshold"] = None
+    assert clf.predict(texts) == [clf.labels[k] for k in clf.predict_proba(texts).argmax(1)]
+
+
+def test_decide_argmax_without_threshold_or_for_many_labels():
+    from bertfit.model import decide
+
+    probs = np.array([[0.6, 0.4], [0.45, 0.55]])
+    assert decide(probs, ["a", "b"]).tolist() == [0, 1]
+    assert decide(probs, ["a", "b"], "b", threshold=0.35).tolist() == [1, 1]
+    assert decide(probs, ["a", "b"], "a", threshold=0.5).tolist() == [0, 1]
+    three = np.array([[0.2, 0.5, 0.3]])
+    assert decide(three, ["a", "b", "c"], None, threshold=0.1).tolist() == [1]

@@ -54,13 +54,15 @@ def _run(labels, records):
 
 def test_mistakes_are_sorted_by_confidence_and_curves_only_for_binary_tasks():
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
-    records = prediction_records(["t0", "t1 <b>", "t2", "t3"], ["b", "a", "a", "b"], probs, ["a", "b"])
+    records = prediction_records(
+        ["t0", "t1 <b>", "t2", "t3"], ["b", "a", "a", "b"], probs, ["a", "b"], probs.argmax(1)
+    )
     assert [r["label"] for r in records] == ["a", "b", "b", "a"] and records[2]["score"] == 0.8
     page = _run(["a", "b"], records)
     assert 'id="curves"' in page and "4 of 4 texts are misclassified" in page
     order = [page.index(f">{text}<") for text in ("t0", "t2", "t1 &lt;b&gt;", "t3")]
     assert order == sorted(order)  # by the probability of the wrong prediction; escaped
-    three = prediction_records(["x"], ["a"], np.array([[0.2, 0.5, 0.3]]), ["a", "b", "c"])
+    three = prediction_records(["x"], ["a"], np.array([[0.2, 0.5, 0.3]]), ["a", "b", "c"], np.array([1]))
     assert 'id="curves"' not in _run(["a", "b", "c"], three)
 
 

@@ -81,7 +81,7 @@ def test_health_info_docs_and_no_server_paths(clf, url, trained_dir):
     assert body["labels"] == ["neg", "pos"]
     assert body["max_length"] == clf.max_length
     assert body["metrics"]["macro_f1"] == clf.metrics["macro_f1"]
-    assert body["threshold"] is None
+    assert body["threshold"] == clf.threshold  # tuned on validation by training
     assert str(trained_dir.parent.parent) not in info.text and "/" not in body["base_model"]
     assert httpx.get(f"{url}/docs").status_code == 200
     assert "/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]

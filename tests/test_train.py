@@ -29,7 +29,8 @@ def test_train_learns_and_records_history(tiny_config):
 
 def test_best_epoch_is_restored_not_the_last(tiny_config):
     # A learning rate this high makes later epochs worse; the restored model must score like the best epoch.
-    clf = train(tiny_config(learning_rate=0.3, epochs=4, metric_for_best_model="accuracy"), _dataset())
+    config = tiny_config(learning_rate=0.3, epochs=4, metric_for_best_model="accuracy", threshold_metric="none")
+    clf = train(config, _dataset())
     best = max(row["accuracy"] for row in clf.info_["history"])
     assert clf.info_["best"]["value"] == best
     assert clf.metrics["accuracy"] == pytest.approx(best, abs=0.09)  # final eval is fp32 predict of that state
@@ -220,3 +221,16 @@ def test_nan_loss_stops_training_and_keeps_the_best_state(tiny_config, tmp_path,
     assert [row["epoch"] for row in clf.info_["history"]] == [1]
     assert "NaN or infinite" in clf.info_["warnings"][-1]
     assert clf.predict("the film was superb") in {"pos", "neg"}
+
+
+def test_binary_threshold_is_tuned_and_saved(tiny_config, tmp_path):
+    out = tmp_path / "model"
+    clf = train(tiny_config(output_dir=str(out)), _dataset())
+    tuning = clf.info_["threshold_tuning"]
+    assert 0 < clf.threshold < 1 and tuning["metric"] == "f1"
+    assert set(tuning["at_0.5"]) == {"accuracy", "macro_f1", "precision", "recall", "f1", "specificity"}
+    assert tuning["value"] == pytest.approx(clf.metrics["f1"])  # metrics.json: predictions at the tuned threshold
+    assert tuning["value"] >= tuning["at_0.5"]["f1"]
+    assert TextClassifier.from_pretrained(out).threshold == clf.threshold
+    untuned = train(tiny_config(threshold_metric="none", epochs=1), _dataset())
+    assert untuned.threshold is None and "threshold_tuning" not in untuned.info_

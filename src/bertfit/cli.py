@@ -153,6 +153,7 @@ def train(
     positive_label: Annotated[str | None, _option("positive_label", "--positive-label")] = None,
     precision: Annotated[str, _option("precision", "--precision")] = _DEFAULT["precision"],
     class_weights: Annotated[str, _option("class_weights", "--class-weights")] = _DEFAULT["class_weights"],
+    threshold_metric: Annotated[str, _option("threshold_metric", "--threshold-metric")] = _DEFAULT["threshold_metric"],
     config: Annotated[
         Path | None,
         typer.Option(
@@ -188,6 +189,13 @@ def train(
     typer.echo(format_history(info["history"], info["best"]["epoch"]), nl=False)
     typer.echo(f"\nFinal metrics on {info['data']['validation']['rows']} validation texts:")
     typer.echo(_format_metrics(clf.metrics))
+    if "threshold_tuning" in info:
+        tuning, half = info["threshold_tuning"], info["threshold_tuning"]["at_0.5"]
+        typer.echo(
+            f"  decision threshold {info['threshold']:.4f} on P({info['positive_label']}), tuned on validation for "
+            f"{tuning['metric']}; at 0.5 instead: f1 {half['f1']:.4f}, precision {half['precision']:.4f}, "
+            f"recall {half['recall']:.4f}"
+        )
     typer.echo(f"\nModel saved to {cfg.output_dir} (training took {info['train_seconds']:.0f} s)")
     typer.echo(f"Report: {Path(cfg.output_dir) / 'report.html'} (open it in a browser)")
     for warning in info["warnings"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -91,8 +92,16 @@ class TrainConfig:
         default="none",
         metadata={
             "help": "Weights of the classes in the cross-entropy loss: none, balanced (n_texts / (n_classes x "
-            'count of the class), as scikit-learn) or a JSON object of label to weight, e.g. \'{"spam": 5}\' '
+            "count of the class), as scikit-learn) or a JSON object of label to weight, e.g. '{\"spam\": 5}' "
             "(labels left out weigh 1)."
+        },
+    )
+    threshold_metric: str = field(
+        default="f1",
+        metadata={
+            "help": "Binary tasks: tune the decision threshold on validation for f1 (the positive class's F1), "
+            "'precision>=0.95' (the best recall at that precision), 'recall>=0.9' (the best precision at that "
+            "recall), or none (predict the most probable class)."
         },
     )
     eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation and prediction batch."})
@@ -149,6 +158,12 @@ class TrainConfig:
         _check(self.precision in PRECISIONS, "precision", self.precision, "one of " + ", ".join(PRECISIONS))
         _check(self.track is None or self.track in TRACKERS, "track", self.track, "one of " + ", ".join(TRACKERS))
         self.class_weights = _parse_class_weights(self.class_weights)
+        _check(
+            re.fullmatch(r"none|f1|(precision|recall)>=(0(\.\d+)?|1(\.0*)?)", str(self.threshold_metric)) is not None,
+            "threshold_metric",
+            self.threshold_metric,
+            "none, f1, 'precision>=P' or 'recall>=R' with P, R between 0 and 1",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a JSON-ready dict."""

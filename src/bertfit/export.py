@@ -26,6 +26,7 @@ from .model import (
     _write_json,
     atomic_directory,
     batched_logits,
+    decide,
     load_tokenizer,
     quiet_transformers,
 )
@@ -187,7 +188,7 @@ def _compare(clf: TextClassifier, exported: OnnxClassifier, model_dir: Path) -> 
     logger.info("re-evaluating on %d validation texts", len(texts))
     labels = np.array(clf.labels)
     probs_pt, probs_onnx = clf.predict_proba(texts), exported.predict_proba(texts)  # (n_texts, n_labels)
-    pred_pt, pred_onnx = labels[probs_pt.argmax(axis=1)], labels[probs_onnx.argmax(axis=1)]
+    pred_pt, pred_onnx = labels[clf.decide(probs_pt)], labels[exported.decide(probs_onnx)]
     acc_pt, acc_onnx = float(np.mean(pred_pt == truth)), float(np.mean(pred_onnx == truth))
     return {
         "texts": len(texts),
@@ -309,12 +310,22 @@ class OnnxClassifier:
         probs = _softmax(logits)
         return probs[0] if isinstance(texts, str) else probs
 
+    @property
+    def threshold(self) -> float | None:
+        """The decision threshold on the positive class's probability saved with the model, or None."""
+        threshold = self.info_.get("threshold")
+        return float(threshold) if isinstance(threshold, (int, float)) else None
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """The predicted label index of each row of ``probs``, as ``TextClassifier.decide``."""
+        return decide(probs, self.labels, self.positive_label, self.threshold)
+
     def predict(self, texts: str | Sequence[str]) -> str | list[str]:
         """Predicted label names: one string for a string, a list for a list."""
         probs = self.predict_proba(texts)
         if isinstance(texts, str):
-            return self.labels[int(np.argmax(probs))]
-        return [self.labels[i] for i in np.argmax(probs, axis=1)] if len(probs) else []
+            return self.labels[int(self.decide(probs[None, :])[0])]
+        return [self.labels[i] for i in self.decide(probs)]
 
     def _forward(self, batch) -> np.ndarray:
         feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self._input_names}

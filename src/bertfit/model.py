@@ -24,7 +24,7 @@ import numpy as np
 
 from .exceptions import ModelError, NotFittedError, OutputExistsError
 
-__all__ = ["TextClassifier", "default_model_path", "resolve_model", "DEFAULT_MODEL_PACKAGE"]
+__all__ = ["TextClassifier", "decide", "default_model_path", "resolve_model", "DEFAULT_MODEL_PACKAGE"]
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +245,13 @@ class TextClassifier:
         return self.info_.get("positive_label")
 
     @property
+    def threshold(self) -> float | None:
+        """The decision threshold on the positive class's probability, tuned on validation (binary tasks), or None."""
+        self._check_fitted()
+        threshold = self.info_.get("threshold")
+        return float(threshold) if isinstance(threshold, (int, float)) else None
+
+    @property
     def max_length(self) -> int:
         """Longest input in tokens; longer texts are truncated."""
         self._check_fitted()
@@ -325,8 +332,12 @@ class TextClassifier:
         probs = self.predict_proba(texts)
         labels = self.labels
         if isinstance(texts, str):
-            return labels[int(np.argmax(probs))]
-        return [labels[i] for i in np.argmax(probs, axis=1)] if len(probs) else []
+            return labels[int(self.decide(probs[None, :])[0])]
+        return [labels[i] for i in self.decide(probs)]
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """The predicted label index of each row of ``probs`` (shape ``(n_texts, n_labels)``): see :func:`decide`."""
+        return decide(probs, self.labels, self.positive_label, self.threshold)
 
     def _logits(self, texts: list[str]) -> np.ndarray:
         import torch
@@ -431,6 +442,23 @@ def batched_logits(
         batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors=tensors)
         out[idx] = forward(batch)
     return out
+
+
+def decide(
+    probs: np.ndarray, labels: Sequence[str], positive_label: str | None = None, threshold: float | None = None
+) -> np.ndarray:
+    """The predicted label index per row of ``probs`` (shape ``(n_texts, n_labels)``): the most probable label, or,
+    for two labels with a threshold, the positive label exactly when its probability reaches the threshold.
+
+    >>> decide(np.array([[0.7, 0.3], [0.2, 0.8]]), ["ham", "spam"], "spam", threshold=0.25).tolist()
+    [1, 1]
+    """
+    if len(probs) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if threshold is None or len(labels) != 2 or positive_label not in labels:
+        return np.argmax(probs, axis=1)
+    pos = list(labels).index(positive_label)
+    return np.where(probs[:, pos] >= threshold, pos, 1 - pos)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ def prediction_rows(classifier: TextClassifier, texts: list[str]) -> list[dict]:
     """
     labels = classifier.labels
     probs = classifier.predict_proba(texts)
-    best = np.argmax(probs, axis=1) if len(texts) else []
+    best = classifier.decide(probs)
     return [
         {
             "text": text,
@@ -69,7 +69,7 @@ class BatchPredictor:
         texts = [str(text) for text in batch[self.text_column]]
         probs = self.classifier.predict_proba(texts)  # (n_texts, n_labels)
         labels = self.classifier.labels
-        best = probs.argmax(axis=1)
+        best = self.classifier.decide(probs)
         out = batch.copy()
         out["label"] = np.array([labels[k] for k in best], dtype=object)
         out["score"] = probs[np.arange(len(texts)), best]

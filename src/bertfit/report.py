@@ -45,10 +45,10 @@ border-radius:6px}.muted{color:#666;font-size:.9rem}td.text{text-align:left;max-
 
 
 def prediction_records(
-    texts: Sequence[str], y_true: Sequence[str], probs: np.ndarray, labels: Sequence[str]
+    texts: Sequence[str], y_true: Sequence[str], probs: np.ndarray, labels: Sequence[str], best: np.ndarray
 ) -> list[dict[str, Any]]:
-    """One dict per text: ``text``, ``true_label``, ``label`` (predicted), ``score`` and ``prob_<label>`` per class."""
-    best = np.argmax(probs, axis=1) if len(probs) else []
+    """One dict per text: ``text``, ``true_label``, ``label`` (predicted: the label index ``best`` of each row, see
+    ``TextClassifier.decide``), ``score`` and ``prob_<label>`` per class."""
     return [
         {
             "text": text,
@@ -145,7 +145,7 @@ def _evaluate_on(model_dir, data, text_column, label_column, sep, encoding) -> t
             "build the report on data labelled with the model's classes (check --label-column)"
         )
     probs = classifier.predict_proba(dataset.texts)
-    records = prediction_records(dataset.texts, dataset.labels, probs, classifier.labels)
+    records = prediction_records(dataset.texts, dataset.labels, probs, classifier.labels, classifier.decide(probs))
     predicted = [r["label"] for r in records]
     return records, compute_metrics(dataset.labels, predicted, classifier.labels, classifier.positive_label)
 

@@ -35,7 +35,7 @@ from . import progress
 from ._version import __version__
 from .config import TrainConfig
 from .data import TextDataset, check_validation, load_data, sorted_labels, train_val_split
-from .evaluate import collapse_warning, compute_metrics, minority_label
+from .evaluate import collapse_warning, compute_metrics, minority_label, tune_threshold
 from .exceptions import ConfigError, DataError, TrainingError
 from .explore import suggest_max_length
 from .model import (
@@ -186,11 +186,16 @@ def train(
     start = time.perf_counter()
     probs = classifier.predict_proba(val_ds.texts)  # (n_validation, n_labels)
     info["validation_seconds"] = round(time.perf_counter() - start, 2)
+    if positive is not None and config.threshold_metric != "none":
+        _tune_threshold(config, info, val_ds.labels, probs, labels, positive)
     # Kept with the classifier: save_pretrained writes them and report.html from them.
-    classifier.validation_predictions_ = prediction_records(val_ds.texts, val_ds.labels, probs, labels)
+    classifier.validation_predictions_ = prediction_records(
+        val_ds.texts, val_ds.labels, probs, labels, classifier.decide(probs)
+    )
     predictions = [record["label"] for record in classifier.validation_predictions_]
     classifier.metrics_ = compute_metrics(val_ds.labels, predictions, labels, positive)
-    warning = collapse_warning(val_ds.labels, predictions)
+    # Collapse is a property of the model, not of a threshold tuned to split its near-constant scores: use argmax.
+    warning = collapse_warning(val_ds.labels, [labels[k] for k in np.argmax(probs, axis=1)])
     if warning:
         logger.warning(warning)
         info["warnings"].append(warning)
@@ -410,6 +415,31 @@ class _BertfitTrainer(Trainer):
         logits = outputs.logits.float()  # (batch, n_labels); fp32 for the loss under bf16 autocast
         loss = torch.nn.functional.cross_entropy(logits, inputs["labels"], weight=self.class_weights.to(logits.device))
         return (loss, outputs) if return_outputs else loss
+
+
+def _tune_threshold(config, info, y_true: list[str], probs: np.ndarray, labels: list[str], positive: str) -> None:
+    # Binary tasks: the threshold on P(positive) that is best for config.threshold_metric on validation; the
+    # argmax (0.5) scores are kept beside it so the report can show what tuning changed.
+    scores = probs[:, labels.index(positive)]  # (n_validation,)
+    threshold, value = tune_threshold([label == positive for label in y_true], scores, config.threshold_metric)
+    at_half = compute_metrics(y_true, [labels[k] for k in np.argmax(probs, axis=1)], labels, positive)
+    info["threshold"] = threshold
+    info["threshold_tuning"] = {
+        "metric": config.threshold_metric,
+        "value": value,
+        "at_0.5": {k: at_half[k] for k in ("accuracy", "macro_f1", "precision", "recall", "f1", "specificity")},
+    }
+    logger.info(
+        "decision threshold %.4f on P(%s), tuned on validation for %s (%.4f); at 0.5: F1 %.4f, precision %.4f, "
+        "recall %.4f (set --threshold-metric none to keep 0.5)",
+        threshold,
+        positive,
+        config.threshold_metric,
+        value,
+        at_half["f1"],
+        at_half["precision"],
+        at_half["recall"],
+    )
 
 
 def _divergence_message(config: TrainConfig, monitor: _Monitor, saved_to: str | None) -> str:
