@@ -26,13 +26,7 @@ def test_public_api_is_pinned():
 
 
 def test_errors_share_one_base():
-    for name in [
-        "ConfigError",
-        "DataError",
-        "MissingDependencyError",
-        "ModelError",
-        "NotFittedError",
-        "OutputExistsError",
-        "TrainingError",
-    ]:
+    errors = [name for name in bertfit.__all__ if name.endswith("Error") and name != "BertfitError"]
+    assert len(errors) == 7
+    for name in errors:
         assert issubclass(getattr(bertfit, name), bertfit.BertfitError)

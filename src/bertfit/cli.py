@@ -104,6 +104,12 @@ SepOpt = Annotated[
     str | None, typer.Option("--sep", help="Field separator (required for .txt text<sep>label lines, e.g. ';').")
 ]
 EncodingOpt = Annotated[str, typer.Option("--encoding", help="Text encoding of the data file.")]
+ValidationOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--validation", help="Validation file (same format); default: a stratified --val-size share of --data."
+    ),
+]
 TextColOpt = Annotated[str, _option("text_column", "--text-column")]
 LabelColOpt = Annotated[str, _option("label_column", "--label-column")]
 
@@ -128,12 +134,7 @@ QuietOpt = Annotated[
 def train(
     ctx: typer.Context,
     data: DataOpt,
-    validation: Annotated[
-        Path | None,
-        typer.Option(
-            "--validation", help="Validation file (same format); default: a stratified --val-size share of --data."
-        ),
-    ] = None,
+    validation: ValidationOpt = None,
     text_column: TextColOpt = _DEFAULT["text_column"],
     label_column: LabelColOpt = _DEFAULT["label_column"],
     model: Annotated[str | None, _option("model_name_or_path", "--model")] = None,
@@ -423,12 +424,7 @@ def report(
 @_errors
 def baseline(
     data: DataOpt,
-    validation: Annotated[
-        Path | None,
-        typer.Option(
-            "--validation", help="Validation file (same format); default: the stratified split 'bertfit train' makes."
-        ),
-    ] = None,
+    validation: ValidationOpt = None,
     text_column: TextColOpt = _DEFAULT["text_column"],
     label_column: LabelColOpt = _DEFAULT["label_column"],
     model: Annotated[
