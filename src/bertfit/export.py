@@ -22,11 +22,11 @@ from .model import (
     BERTFIT_FILE,
     METRICS_FILE,
     TextClassifier,
+    _LabelledPredictor,
     _softmax,
     _write_json,
     atomic_directory,
     batched_logits,
-    decide,
     load_tokenizer,
     quiet_transformers,
 )
@@ -200,7 +200,7 @@ def _compare(clf: TextClassifier, exported: OnnxClassifier, model_dir: Path) -> 
     }
 
 
-class OnnxClassifier:
+class OnnxClassifier(_LabelledPredictor):
     """A model exported by :func:`export_onnx`, predicting with onnxruntime like a TextClassifier.
 
     Args:
@@ -276,26 +276,6 @@ class OnnxClassifier:
         metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
         return cls(path / ONNX_FILE, load_tokenizer(str(path)), info, metrics, batch_size=batch_size, threads=threads)
 
-    @property
-    def labels(self) -> list[str]:
-        """Label names in id order."""
-        return list(self.info_["labels"])
-
-    @property
-    def positive_label(self) -> str | None:
-        """The positive class of a binary task, else None."""
-        return self.info_.get("positive_label")
-
-    @property
-    def max_length(self) -> int:
-        """Longest input in tokens; longer texts are truncated."""
-        return int(self.info_["max_length"])
-
-    @property
-    def metrics(self) -> dict[str, Any] | None:
-        """The validation metrics saved with the model, if any."""
-        return self.metrics_
-
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
         """Class probabilities in :attr:`labels` order: ``(n_texts, n_labels)``, or ``(n_labels,)`` for a string."""
         logits = batched_logits(
@@ -309,23 +289,6 @@ class OnnxClassifier:
         )
         probs = _softmax(logits)
         return probs[0] if isinstance(texts, str) else probs
-
-    @property
-    def threshold(self) -> float | None:
-        """The decision threshold on the positive class's probability saved with the model, or None."""
-        threshold = self.info_.get("threshold")
-        return float(threshold) if isinstance(threshold, (int, float)) else None
-
-    def decide(self, probs: np.ndarray) -> np.ndarray:
-        """The predicted label index of each row of ``probs``, as ``TextClassifier.decide``."""
-        return decide(probs, self.labels, self.positive_label, self.threshold)
-
-    def predict(self, texts: str | Sequence[str]) -> str | list[str]:
-        """Predicted label names: one string for a string, a list for a list."""
-        probs = self.predict_proba(texts)
-        if isinstance(texts, str):
-            return self.labels[int(self.decide(probs[None, :])[0])]
-        return [self.labels[i] for i in self.decide(probs)]
 
     def _forward(self, batch) -> np.ndarray:
         feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self._input_names}

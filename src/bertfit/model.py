@@ -172,7 +172,62 @@ def atomic_directory(path: str | Path, overwrite: bool) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-class TextClassifier:
+class _LabelledPredictor:
+    """What every bertfit predictor shares: label bookkeeping from ``info_`` (the contents of ``bertfit.json``) and
+    label decisions from ``predict_proba``. Subclasses set ``info_`` and ``metrics_`` and define ``predict_proba``."""
+
+    def _check_fitted(self) -> None:
+        """Nothing to check for a predictor that is loaded whole; TextClassifier overrides it."""
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names in id order."""
+        self._check_fitted()
+        return list(self.info_["labels"])
+
+    @property
+    def positive_label(self) -> str | None:
+        """The positive class of a binary task (for precision/recall/F1/specificity), else None."""
+        self._check_fitted()
+        return self.info_.get("positive_label")
+
+    @property
+    def threshold(self) -> float | None:
+        """The decision threshold on the positive class's probability, tuned on validation (binary tasks), or None."""
+        self._check_fitted()
+        threshold = self.info_.get("threshold")
+        return float(threshold) if isinstance(threshold, (int, float)) else None
+
+    @property
+    def max_length(self) -> int:
+        """Longest input in tokens; longer texts are truncated."""
+        self._check_fitted()
+        return int(self.info_["max_length"])
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        """The validation metrics saved with the model, if any."""
+        self._check_fitted()
+        return self.metrics_
+
+    def predict(self, texts: str | Sequence[str]) -> str | list[str]:
+        """Predicted label names: one string for a string, a list for a list.
+
+        >>> clf.predict(["free prize, call now", "see you at 7"])  # doctest: +SKIP
+        ['spam', 'ham']
+        """
+        probs = self.predict_proba(texts)
+        labels = self.labels
+        if isinstance(texts, str):
+            return labels[int(self.decide(probs[None, :])[0])]
+        return [labels[i] for i in self.decide(probs)]
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """The predicted label index of each row of ``probs`` (shape ``(n_texts, n_labels)``): see :func:`decide`."""
+        return decide(probs, self.labels, self.positive_label, self.threshold)
+
+
+class TextClassifier(_LabelledPredictor):
     """A text classifier over a BERT-family encoder.
 
     ``__init__`` only stores options; the model comes from :meth:`fit` or :meth:`from_pretrained`.
@@ -231,37 +286,6 @@ class TextClassifier:
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments or "
                 "load a trained model with 'TextClassifier.from_pretrained' before using this method."
             )
-
-    @property
-    def labels(self) -> list[str]:
-        """Label names in id order."""
-        self._check_fitted()
-        return list(self.info_["labels"])
-
-    @property
-    def positive_label(self) -> str | None:
-        """The positive class of a binary task (for precision/recall/F1/specificity), else None."""
-        self._check_fitted()
-        return self.info_.get("positive_label")
-
-    @property
-    def threshold(self) -> float | None:
-        """The decision threshold on the positive class's probability, tuned on validation (binary tasks), or None."""
-        self._check_fitted()
-        threshold = self.info_.get("threshold")
-        return float(threshold) if isinstance(threshold, (int, float)) else None
-
-    @property
-    def max_length(self) -> int:
-        """Longest input in tokens; longer texts are truncated."""
-        self._check_fitted()
-        return int(self.info_["max_length"])
-
-    @property
-    def metrics(self) -> dict[str, Any] | None:
-        """The validation metrics saved with the model, if any."""
-        self._check_fitted()
-        return self.metrics_
 
     def _device(self) -> str:
         if self.device:
@@ -322,22 +346,6 @@ class TextClassifier:
         logits = self._logits([texts] if isinstance(texts, str) else list(texts))
         probs = _softmax(logits)
         return probs[0] if isinstance(texts, str) else probs
-
-    def predict(self, texts: str | Sequence[str]) -> str | list[str]:
-        """Predicted label names: one string for a string, a list for a list.
-
-        >>> clf.predict(["free prize, call now", "see you at 7"])  # doctest: +SKIP
-        ['spam', 'ham']
-        """
-        probs = self.predict_proba(texts)
-        labels = self.labels
-        if isinstance(texts, str):
-            return labels[int(self.decide(probs[None, :])[0])]
-        return [labels[i] for i in self.decide(probs)]
-
-    def decide(self, probs: np.ndarray) -> np.ndarray:
-        """The predicted label index of each row of ``probs`` (shape ``(n_texts, n_labels)``): see :func:`decide`."""
-        return decide(probs, self.labels, self.positive_label, self.threshold)
 
     def _logits(self, texts: list[str]) -> np.ndarray:
         import torch

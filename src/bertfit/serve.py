@@ -27,7 +27,7 @@ import numpy as np
 from ._version import __version__
 from .config import PRECISIONS
 from .exceptions import ConfigError, MissingDependencyError
-from .model import TextClassifier
+from .model import TextClassifier, decide
 
 try:
     from fastapi import FastAPI, HTTPException, Request
@@ -273,13 +273,11 @@ def _predict_fn(classifier: TextClassifier, precision: str) -> Callable[[list[st
 
 def _decide(probs: np.ndarray, labels: Sequence[str], info: dict[str, Any]) -> dict[str, Any]:
     """One prediction: argmax, or the saved threshold (a float on the positive class, or one per label)."""
-    threshold, positive = info.get("threshold"), info.get("positive_label")
-    best = int(np.argmax(probs))
+    threshold = info.get("threshold")
+    binary_threshold = threshold if isinstance(threshold, (int, float)) else None
+    best = int(decide(probs[None, :], labels, info.get("positive_label"), binary_threshold)[0])
     out: dict[str, Any] = {}
-    if isinstance(threshold, (int, float)) and len(labels) == 2 and positive in labels:
-        pos = labels.index(positive)
-        best = pos if probs[pos] >= threshold else 1 - pos
-    elif isinstance(threshold, dict):
+    if isinstance(threshold, dict):
         out["labels"] = [label for label, p in zip(labels, probs) if p >= threshold.get(label, 0.5)]
     return {
         "label": labels[best],
