@@ -107,11 +107,37 @@ def test_choose_max_length_is_p99_rounded_and_capped(tiny_model_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    def choose(texts, limit):
+        return choose_max_length(
+            [len(ids) for ids in tokenizer(texts, truncation=True, max_length=limit)["input_ids"]], limit
+        )
+
     texts = ["good"] * 99 + ["good " * 40]  # 3 tokens x 99, one of 42 tokens
-    assert choose_max_length(tokenizer, texts, 64) == 16  # p99 ~ 3.4 -> at least 16
+    assert choose(texts, 64) == 16  # p99 ~ 3.4 -> at least 16
     long_texts = ["good " * 30] * 100  # 32 tokens
-    assert choose_max_length(tokenizer, long_texts, 64) == 32
-    assert choose_max_length(tokenizer, ["good " * 100] * 10, 64) == 64
+    assert choose(long_texts, 64) == 32
+    assert choose(["good " * 100] * 10, 64) == 64
+
+
+def test_long_texts_are_cut_at_the_chosen_max_length(tiny_config):
+    data = _dataset()
+    texts = [text + " very" * 60 if i == 0 else text for i, text in enumerate(data.texts)]  # one text of 60+ tokens
+    clf = train(tiny_config(epochs=1), TextDataset(texts, data.labels))
+    assert clf.max_length == 16  # p99 of mostly 7-token texts
+
+    from bertfit.train import _encode
+
+    tokenizer = clf.tokenizer_
+    once = _encode(
+        tokenizer,
+        TextDataset(texts, data.labels),
+        {"neg": 0, "pos": 1},
+        16,
+        tokenizer(texts, truncation=True, max_length=64),
+    )
+    direct = _encode(tokenizer, TextDataset(texts, data.labels), {"neg": 0, "pos": 1}, 16)
+    assert once == direct and len(once[0]["input_ids"]) == 16  # re-cut rows equal tokenizing at 16 directly
 
 
 def test_precision_choice():

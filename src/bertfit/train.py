@@ -15,6 +15,7 @@ import platform
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +115,12 @@ def train(
         id2label=dict(enumerate(labels)),
         ignore_mismatched_sizes=True,
     )
-    max_length = config.max_length or choose_max_length(
-        tokenizer, train_ds.texts, model_max_length(tokenizer, model.config)
-    )
-    train_features = _encode(tokenizer, train_ds, label2id, max_length)
+    # Tokenize the training texts once: their lengths choose max_length, and only the texts longer than that are
+    # tokenized again, cut shorter.
+    cut = config.max_length or model_max_length(tokenizer, model.config)
+    train_encoded = progress.tokenize(tokenizer, train_ds.texts, truncation=True, max_length=cut)
+    max_length = config.max_length or choose_max_length([len(ids) for ids in train_encoded["input_ids"]], cut)
+    train_features = _encode(tokenizer, train_ds, label2id, max_length, train_encoded)
     val_features = _encode(tokenizer, val_ds, label2id, max_length)
     # Evaluation order does not matter, so sort validation by length: each eval batch then has little padding.
     val_features.sort(key=lambda f: len(f["input_ids"]))
@@ -186,8 +189,9 @@ def train(
     start = time.perf_counter()
     probs = classifier.predict_proba(val_ds.texts)  # (n_validation, n_labels)
     info["validation_seconds"] = round(time.perf_counter() - start, 2)
+    argmax_labels = [labels[k] for k in np.argmax(probs, axis=1)]
     if positive is not None and config.threshold_metric != "none":
-        _tune_threshold(config, info, val_ds.labels, probs, labels, positive)
+        _tune_threshold(config, info, val_ds.labels, probs, argmax_labels, labels, positive)
     # Kept with the classifier: save_pretrained writes them and report.html from them.
     classifier.validation_predictions_ = prediction_records(
         val_ds.texts, val_ds.labels, probs, labels, classifier.decide(probs)
@@ -195,7 +199,7 @@ def train(
     predictions = [record["label"] for record in classifier.validation_predictions_]
     classifier.metrics_ = compute_metrics(val_ds.labels, predictions, labels, positive)
     # Collapse is a property of the model, not of a threshold tuned to split its near-constant scores: use argmax.
-    warning = collapse_warning(val_ds.labels, [labels[k] for k in np.argmax(probs, axis=1)])
+    warning = collapse_warning(val_ds.labels, argmax_labels)
     if warning:
         logger.warning(warning)
         info["warnings"].append(warning)
@@ -290,19 +294,17 @@ def resolve_precision(requested: str) -> tuple[str, str]:
     return requested, device
 
 
-def choose_max_length(tokenizer, texts: list[str], limit: int) -> int:
-    """The 99th percentile of the texts' token counts, rounded up to a multiple of 8, at most ``limit``."""
-    lengths = np.fromiter(
-        (len(ids) for ids in tokenizer(texts, truncation=True, max_length=limit)["input_ids"]), dtype=np.int64
-    )
-    p99 = float(np.percentile(lengths, 99))
+def choose_max_length(lengths: Sequence[int], limit: int) -> int:
+    """The 99th percentile of the token counts ``lengths`` (of texts cut at ``limit``), rounded up to a multiple of 8,
+    at most ``limit``; logs the choice and how many texts it truncates."""
+    lengths = np.asarray(lengths, dtype=np.int64)
     chosen = suggest_max_length(lengths, limit)
     truncated = int((lengths > chosen).sum())
     logger.info(
         "max_length %d: the 99th percentile of training token counts (%.0f), capped at the model limit %d; "
         "%d training texts (%.1f%%) are truncated (set --max-length to change)",
         chosen,
-        p99,
+        float(np.percentile(lengths, 99)),
         limit,
         truncated,
         100 * truncated / len(lengths),
@@ -310,9 +312,19 @@ def choose_max_length(tokenizer, texts: list[str], limit: int) -> int:
     return chosen
 
 
-def _encode(tokenizer, dataset: TextDataset, label2id: dict[str, int], max_length: int) -> list[dict[str, Any]]:
-    encoded = progress.tokenize(tokenizer, dataset.texts, truncation=True, max_length=max_length)
+def _encode(
+    tokenizer, dataset: TextDataset, label2id: dict[str, int], max_length: int, encoded=None
+) -> list[dict[str, Any]]:
+    # encoded: the texts already tokenized with a cut >= max_length, whose longer rows are redone at max_length.
+    if encoded is None:
+        encoded = progress.tokenize(tokenizer, dataset.texts, truncation=True, max_length=max_length)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    long_rows = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) > max_length]
+    if long_rows:
+        redone = tokenizer([dataset.texts[i] for i in long_rows], truncation=True, max_length=max_length)
+        for k in keys:
+            for j, i in enumerate(long_rows):
+                encoded[k][i] = redone[k][j]
     return [{**{k: encoded[k][i] for k in keys}, "labels": label2id[label]} for i, label in enumerate(dataset.labels)]
 
 
@@ -417,12 +429,14 @@ class _BertfitTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def _tune_threshold(config, info, y_true: list[str], probs: np.ndarray, labels: list[str], positive: str) -> None:
+def _tune_threshold(
+    config, info, y_true: list[str], probs: np.ndarray, argmax_labels: list[str], labels: list[str], positive: str
+) -> None:
     # Binary tasks: the threshold on P(positive) that is best for config.threshold_metric on validation; the
     # argmax (0.5) scores are kept beside it so the report can show what tuning changed.
     scores = probs[:, labels.index(positive)]  # (n_validation,)
     threshold, value = tune_threshold([label == positive for label in y_true], scores, config.threshold_metric)
-    at_half = compute_metrics(y_true, [labels[k] for k in np.argmax(probs, axis=1)], labels, positive)
+    at_half = compute_metrics(y_true, argmax_labels, labels, positive)
     info["threshold"] = threshold
     info["threshold_tuning"] = {
         "metric": config.threshold_metric,
