@@ -16,6 +16,14 @@ POSITIVE = ["good", "great", "fine", "nice", "lovely", "superb", "excellent", "h
 NEGATIVE = ["bad", "awful", "poor", "terrible", "horrible", "sad", "boring", "worst"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _token_cache(tmp_path_factory):
+    """Keep the tokenization cache of every test run in a temporary directory, never in ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BERTFIT_CACHE", str(tmp_path_factory.mktemp("bertfit-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, hidden-32 BERT with random weights and a hand-written WordPiece vocabulary."""

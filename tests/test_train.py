@@ -7,7 +7,8 @@ import pytest
 from conftest import sentiment_rows
 
 from bertfit import DataError, OutputExistsError, TextClassifier, TextDataset, train
-from bertfit.train import choose_max_length, format_history, resolve_precision
+from bertfit.model import resolve_precision
+from bertfit.train import choose_max_length, format_history
 
 
 def _dataset(n=120, seed=0) -> TextDataset:
@@ -136,7 +137,13 @@ def test_long_texts_are_cut_at_the_chosen_max_length(tiny_config):
         16,
         tokenizer(texts, truncation=True, max_length=64),
     )
-    direct = _encode(tokenizer, TextDataset(texts, data.labels), {"neg": 0, "pos": 1}, 16)
+    direct = _encode(
+        tokenizer,
+        TextDataset(texts, data.labels),
+        {"neg": 0, "pos": 1},
+        16,
+        tokenizer(texts, truncation=True, max_length=16),
+    )
     assert once == direct and len(once[0]["input_ids"]) == 16  # re-cut rows equal tokenizing at 16 directly
 
 

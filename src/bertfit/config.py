@@ -46,6 +46,13 @@ class TrainConfig:
     )
     epochs: float = field(default=4, metadata={"help": "Training epochs."})
     batch_size: int = field(default=32, metadata={"help": "Texts per training step."})
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Token-budget batches instead of --batch-size: each step takes as many texts of similar length "
+            "as keep texts x longest length within this many tokens, e.g. 1024 (even cost per step)."
+        },
+    )
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of AdamW."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Share of steps with a linear learning-rate warm-up."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
@@ -105,6 +112,17 @@ class TrainConfig:
         },
     )
     eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation and prediction batch."})
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "Compile the model with torch.compile (see the README's Speed section)."},
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenization cache, so a second run on the same texts skips tokenizing; default "
+            "$BERTFIT_CACHE or ~/.cache/bertfit; 'none' turns it off."
+        },
+    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run custom code of a hub model (off unless you trust its author)."}
     )
@@ -129,6 +147,12 @@ class TrainConfig:
             self.epochs = int(self.epochs)
         _check(self.epochs > 0, "epochs", self.epochs, "a number > 0")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _check(
+            self.max_tokens_per_batch is None or self.max_tokens_per_batch >= 8,
+            "max_tokens_per_batch",
+            self.max_tokens_per_batch,
+            "an integer >= 8 (padded tokens per training batch), e.g. 1024",
+        )
         _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "an integer >= 1")
         _check(0 < self.learning_rate < 1, "learning_rate", self.learning_rate, "a number between 0 and 1, e.g. 1e-4")
         _check(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "a number in [0, 1)")

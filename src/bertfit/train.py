@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
+from torch.utils.data import DataLoader
 from transformers import (
     DataCollatorWithPadding,
     PrinterCallback,
@@ -34,6 +35,8 @@ from transformers import (
 
 from . import progress
 from ._version import __version__
+from .batching import TokenBudgetBatchSampler
+from .cache import cache_directory, tokenize_cached
 from .config import TrainConfig
 from .data import TextDataset, check_validation, load_data, sorted_labels, train_val_split
 from .evaluate import collapse_warning, compute_metrics, minority_label, tune_threshold
@@ -47,6 +50,7 @@ from .model import (
     load_tokenizer,
     model_max_length,
     resolve_model,
+    resolve_precision,
 )
 from .report import prediction_records
 from .track import Tracker
@@ -55,7 +59,6 @@ __all__ = [
     "train",
     "choose_max_length",
     "class_weight_vector",
-    "resolve_precision",
     "format_history",
     "is_main_process",
 ]
@@ -103,6 +106,7 @@ def train(
     positive = _positive_label(config, train_ds, labels)
     class_weights = class_weight_vector(config.class_weights, train_ds.labels, labels)
     precision, device = resolve_precision(config.precision)
+    logger.info("precision: %s on %s (weights and optimizer state stay fp32; set --precision)", precision, device)
     set_seed(config.seed)
     model_path = resolve_model(config.model_name_or_path)
     tokenizer = load_tokenizer(model_path, config.trust_remote_code)
@@ -117,11 +121,13 @@ def train(
     )
     # Tokenize the training texts once: their lengths choose max_length, and only the texts longer than that are
     # tokenized again, cut shorter.
+    cache = cache_directory(config.cache_dir)
     cut = config.max_length or model_max_length(tokenizer, model.config)
-    train_encoded = progress.tokenize(tokenizer, train_ds.texts, truncation=True, max_length=cut)
+    train_encoded = tokenize_cached(tokenizer, train_ds.texts, cut, cache, desc="tokenizing train")
     max_length = config.max_length or choose_max_length([len(ids) for ids in train_encoded["input_ids"]], cut)
     train_features = _encode(tokenizer, train_ds, label2id, max_length, train_encoded)
-    val_features = _encode(tokenizer, val_ds, label2id, max_length)
+    val_encoded = tokenize_cached(tokenizer, val_ds.texts, max_length, cache, desc="tokenizing validation")
+    val_features = _encode(tokenizer, val_ds, label2id, max_length, val_encoded)
     # Evaluation order does not matter, so sort validation by length: each eval batch then has little padding.
     val_features.sort(key=lambda f: len(f["input_ids"]))
 
@@ -132,6 +138,7 @@ def train(
     with tracker.closing_on_error(), tempfile.TemporaryDirectory(prefix="bertfit-") as workdir:
         trainer = _BertfitTrainer(
             class_weights=class_weights,
+            max_tokens_per_batch=config.max_tokens_per_batch,
             model=model,
             args=_training_arguments(config, precision, device, workdir, tracker.report_to),
             train_dataset=train_features,
@@ -266,34 +273,6 @@ def _positive_label(config: TrainConfig, train_ds: TextDataset, labels: list[str
     return config.positive_label
 
 
-def resolve_precision(requested: str) -> tuple[str, str]:
-    """The training arithmetic and device: ``auto`` picks bf16 on CPUs with AVX512-BF16/AMX and on bf16 GPUs,
-    fp16 on older GPUs, fp32 elsewhere.
-
-    Returns:
-        ``(precision, device)``, e.g. ``("bf16", "cpu")``.
-
-    Raises:
-        ConfigError: fp16 asked for without a CUDA GPU.
-    """
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        bf16 = torch.cuda.is_bf16_supported()
-    else:
-        bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    if requested == "auto":
-        chosen = "bf16" if bf16 else ("fp16" if device == "cuda" else "fp32")
-        logger.info(
-            "precision: %s on %s (weights and optimizer state stay fp32; --precision overrides)", chosen, device
-        )
-        return chosen, device
-    if requested == "fp16" and device == "cpu":
-        raise ConfigError("precision fp16 needs a CUDA GPU and none is available; use --precision bf16 or fp32")
-    if requested == "bf16" and not bf16:
-        logger.warning("precision bf16 was asked for but this %s has no native bf16 support; it will be slow", device)
-    return requested, device
-
-
 def choose_max_length(lengths: Sequence[int], limit: int) -> int:
     """The 99th percentile of the token counts ``lengths`` (of texts cut at ``limit``), rounded up to a multiple of 8,
     at most ``limit``; logs the choice and how many texts it truncates."""
@@ -312,12 +291,8 @@ def choose_max_length(lengths: Sequence[int], limit: int) -> int:
     return chosen
 
 
-def _encode(
-    tokenizer, dataset: TextDataset, label2id: dict[str, int], max_length: int, encoded=None
-) -> list[dict[str, Any]]:
-    # encoded: the texts already tokenized with a cut >= max_length, whose longer rows are redone at max_length.
-    if encoded is None:
-        encoded = progress.tokenize(tokenizer, dataset.texts, truncation=True, max_length=max_length)
+def _encode(tokenizer, dataset: TextDataset, label2id: dict[str, int], max_length: int, encoded) -> list[dict]:
+    # encoded: the texts tokenized with a cut >= max_length, whose longer rows are redone at max_length.
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
     long_rows = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) > max_length]
     if long_rows:
@@ -374,6 +349,7 @@ def _training_arguments(
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
+        torch_compile=config.torch_compile,
         train_sampling_strategy="group_by_length",
         remove_unused_columns=False,
         report_to=report_to,
@@ -412,13 +388,38 @@ def class_weight_vector(
 
 
 class _BertfitTrainer(Trainer):
-    """The Trainer, with a class-weighted cross-entropy when ``class_weights`` is given."""
+    """The Trainer, with a class-weighted cross-entropy when ``class_weights`` is given and token-budget batches
+    when ``max_tokens_per_batch`` is."""
 
-    def __init__(self, *args, class_weights: list[float] | None = None, **kwargs):
+    def __init__(
+        self, *args, class_weights: list[float] | None = None, max_tokens_per_batch: int | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.class_weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         if class_weights is not None:
             logger.info("class weights in the loss: %s", [round(w, 4) for w in class_weights])
+        self.max_tokens_per_batch = max_tokens_per_batch
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.max_tokens_per_batch is None:
+            return super().get_train_dataloader()  # fixed batch size, length-grouped
+        lengths = [len(f["input_ids"]) for f in self.train_dataset]
+        sampler = TokenBudgetBatchSampler(lengths, self.max_tokens_per_batch, seed=self.args.seed)
+        logger.info(
+            "token-budget batches: at most %d padded tokens per step, %d batches per epoch (%.1f texts on average, "
+            "--batch-size is not used)",
+            self.max_tokens_per_batch,
+            len(sampler),
+            len(lengths) / len(sampler),
+        )
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.class_weights is None:

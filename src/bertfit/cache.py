@@ -1,0 +1,111 @@
+"""The on-disk tokenization cache: a second run over the same texts, tokenizer and max_length skips tokenizing.
+
+An entry is one ``.npz`` file named by the sha256 of the tokenizer's full definition (vocabulary, normalizer,
+pre-tokenizer and post-processor, as the fast tokenizer serializes them), the cut, and the texts themselves; each
+token column is stored as one flat int32 array plus row offsets. Entries are written atomically, so an interrupted
+run leaves no half-written file, and a damaged entry is recomputed. The directory is ``$BERTFIT_CACHE`` or
+``~/.cache/bertfit``; ``cache_dir="none"`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import progress
+
+__all__ = ["cache_directory", "tokenize_cached"]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = 1  # bump when the file layout changes: old entries then simply miss
+
+
+def cache_directory(cache_dir: str | None) -> Path | None:
+    """Where token entries live: ``cache_dir``, else ``$BERTFIT_CACHE``, else ``~/.cache/bertfit``; None for 'none'."""
+    if cache_dir is not None and cache_dir.lower() == "none":
+        return None
+    root = cache_dir or os.environ.get("BERTFIT_CACHE") or Path.home() / ".cache" / "bertfit"
+    return Path(root) / "tokens"
+
+
+def tokenize_cached(
+    tokenizer, texts: Sequence[str], max_length: int, cache_dir: Path | None, *, desc: str = "tokenizing"
+) -> dict[str, list[list[int]]]:
+    """``tokenizer(texts, truncation=True, max_length=max_length)`` as ``{column: one id list per text}``, read
+    from the cache when this exact tokenization was done before.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer; only fast tokenizers are cached (a slow one has no serialized form).
+        texts: The texts, in order.
+        max_length: The truncation length.
+        cache_dir: From :func:`cache_directory`; None tokenizes without the cache.
+        desc: Label of the progress bar.
+    """
+    key = _key(tokenizer, texts, max_length) if cache_dir is not None else None
+    path = cache_dir / f"{key}.npz" if key else None
+    if path is not None and path.is_file():
+        try:
+            encoded = _read(path)
+            logger.info("read the tokens of %d texts from the cache %s", len(texts), path)
+            return encoded
+        except (OSError, ValueError, KeyError) as err:  # a damaged entry: tokenize again and replace it
+            logger.warning("ignoring the damaged cache entry %s (%s); tokenizing again", path, err)
+    encoded = progress.tokenize(tokenizer, texts, desc=desc, truncation=True, max_length=max_length)
+    if path is not None:
+        try:
+            _write(path, encoded)
+        except OSError as err:  # a read-only or full disk costs the next run time, not this run
+            logger.warning("could not write the tokenization cache %s: %s", path, err)
+    return encoded
+
+
+def _key(tokenizer, texts: Sequence[str], max_length: int) -> str | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    digest = hashlib.sha256()
+    header = {"format": _FORMAT, "class": type(tokenizer).__name__, "max_length": max_length, "n": len(texts)}
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    definition = json.loads(backend.to_str())
+    for state in ("truncation", "padding"):  # set by the last call, not part of what the tokenizer is
+        definition.pop(state, None)
+    digest.update(json.dumps(definition, sort_keys=True).encode())
+    for text in texts:
+        encoded = text.encode("utf-8", "surrogatepass")
+        digest.update(len(encoded).to_bytes(8, "little") + encoded)  # length-prefixed: no two text lists collide
+    return digest.hexdigest()
+
+
+def _write(path: Path, encoded: dict[str, list[list[int]]]) -> None:
+    arrays = {}
+    for column, rows in encoded.items():
+        arrays[f"{column}.offsets"] = np.cumsum([0] + [len(row) for row in rows], dtype=np.int64)
+        arrays[f"{column}.values"] = np.fromiter((t for row in rows for t in row), dtype=np.int32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _read(path: Path) -> dict[str, list[list[int]]]:
+    with np.load(path) as stored:
+        columns = sorted({name.rsplit(".", 1)[0] for name in stored.files})
+        encoded = {}
+        for column in columns:
+            offsets = stored[f"{column}.offsets"].tolist()
+            values = stored[f"{column}.values"].tolist()
+            encoded[column] = [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    return encoded

@@ -1,0 +1,71 @@
+"""The tokenization cache: a hit returns exactly what tokenizing returns; any change of input misses."""
+
+from __future__ import annotations
+
+from conftest import sentiment_rows
+
+from bertfit import TextDataset, train
+from bertfit.cache import cache_directory, tokenize_cached
+
+TEXTS = ["the film was superb", "it was quite awful", "", "free prize call now " * 20]
+
+
+def _tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_second_call_reads_the_cache_and_matches_tokenizing(tiny_model_dir, tmp_path, caplog):
+    tokenizer = _tokenizer(tiny_model_dir)
+    first = tokenize_cached(tokenizer, TEXTS, 16, tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    with caplog.at_level("INFO", logger="bertfit"):
+        second = tokenize_cached(tokenizer, TEXTS, 16, tmp_path)
+    assert "from the cache" in caplog.text
+    direct = dict(tokenizer(TEXTS, truncation=True, max_length=16))
+    assert first == second == direct
+
+
+def test_other_texts_or_max_length_make_new_entries(tiny_model_dir, tmp_path):
+    tokenizer = _tokenizer(tiny_model_dir)
+    tokenize_cached(tokenizer, TEXTS, 16, tmp_path)
+    tokenize_cached(tokenizer, TEXTS, 32, tmp_path)
+    tokenize_cached(tokenizer, TEXTS[:-1] + [TEXTS[-1] + "!"], 16, tmp_path)
+    tokenize_cached(tokenizer, ["ab", "c"], 16, tmp_path)
+    tokenize_cached(tokenizer, ["a", "bc"], 16, tmp_path)  # the same characters split otherwise: another entry
+    assert len(list(tmp_path.glob("*.npz"))) == 5
+
+
+def test_damaged_entry_is_recomputed(tiny_model_dir, tmp_path, caplog):
+    tokenizer = _tokenizer(tiny_model_dir)
+    tokenize_cached(tokenizer, TEXTS, 16, tmp_path)
+    (entry,) = tmp_path.glob("*.npz")
+    entry.write_bytes(b"not a zip file")
+    with caplog.at_level("WARNING", logger="bertfit"):
+        again = tokenize_cached(tokenizer, TEXTS, 16, tmp_path)
+    assert "damaged cache entry" in caplog.text
+    assert again == dict(tokenizer(TEXTS, truncation=True, max_length=16))
+    assert tokenize_cached(tokenizer, TEXTS, 16, tmp_path) == again  # the entry was written anew
+
+
+def test_cache_directory_choice(tmp_path, monkeypatch):
+    assert cache_directory("none") is None
+    assert cache_directory(str(tmp_path)) == tmp_path / "tokens"
+    monkeypatch.setenv("BERTFIT_CACHE", str(tmp_path / "env"))
+    assert cache_directory(None) == tmp_path / "env" / "tokens"
+
+
+def test_a_second_training_run_skips_tokenizing(tiny_config, tmp_path, caplog):
+    rows = sentiment_rows(60)
+    data = TextDataset([t for t, _ in rows], [label for _, label in rows])
+    config = tiny_config(epochs=1, cache_dir=str(tmp_path))
+    with caplog.at_level("INFO", logger="bertfit"):
+        first = train(config, data)
+    assert "from the cache" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="bertfit"):
+        second = train(config, data)
+    assert caplog.text.count("from the cache") == 2  # train and validation texts
+    assert first.info_["history"][0]["train_loss"] == second.info_["history"][0]["train_loss"]
+    assert len(list((tmp_path / "tokens").glob("*.npz"))) == 2
