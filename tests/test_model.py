@@ -130,3 +130,36 @@ def test_decide_argmax_without_threshold_or_for_many_labels():
     assert decide(probs, ["a", "b"], "a", threshold=0.5).tolist() == [0, 1]
     three = np.array([[0.2, 0.5, 0.3]])
     assert decide(three, ["a", "b", "c"], None, threshold=0.1).tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    ("requested", "device", "cpu_bf16", "cuda_bf16", "expected"),
+    [
+        ("auto", "cpu", True, False, "bf16"),  # AVX512-BF16 / AMX
+        ("auto", "cpu", False, False, "fp32"),
+        ("auto", "cuda", False, True, "bf16"),  # Ampere and later
+        ("auto", "cuda", False, False, "fp16"),  # older GPUs: fp16 with loss scaling
+        ("fp32", "cpu", True, False, "fp32"),
+        ("bf16", "cpu", False, False, "bf16"),  # asked for: kept, with a warning
+    ],
+)
+def test_precision_choice_follows_the_hardware(monkeypatch, requested, device, cpu_bf16, cuda_bf16, expected):
+    from bertfit.model import resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: cpu_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    assert resolve_precision(requested, device) == (expected, device)
+
+
+def test_bf16_prediction_runs_in_bf16_and_stays_close_to_fp32(trained_dir):
+    fp32 = TextClassifier.from_pretrained(trained_dir)
+    bf16 = TextClassifier.from_pretrained(trained_dir, precision="bf16")
+    seen = []
+    hook = bf16.model_.classifier.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    texts = ["the film was good", "it was quite sad", "free prize call now", "the plot is really awful"]
+    probs = bf16.predict_proba(texts)
+    hook.remove()
+    assert seen == [torch.bfloat16]  # autocast was on
+    np.testing.assert_allclose(probs, fp32.predict_proba(texts), atol=3e-2)
+    assert bf16.model_.classifier.weight.dtype == torch.float32  # the weights themselves stay fp32

@@ -244,6 +244,11 @@ class OnnxClassifier(_LabelledPredictor):
             raise ModelError(f"could not load {self.onnx_path}: {str(err).strip().splitlines()[0]}") from None
         self._input_names = [i.name for i in self.session_.get_inputs()]
 
+    def set_threads(self, threads: int) -> None:
+        """Use ``threads`` onnxruntime intra-op threads from now on (a worker process's share of the CPU)."""
+        self.threads = threads
+        self._start_session()
+
     def __getstate__(self) -> dict[str, Any]:
         # An InferenceSession does not pickle; predict_file's worker processes open the file again.
         return {k: v for k, v in self.__dict__.items() if k != "session_"}
@@ -295,8 +300,11 @@ class OnnxClassifier(_LabelledPredictor):
         return self.session_.run(["logits"], feed)[0]  # (batch, n_labels)
 
 
-def load_classifier(path: str | Path, *, batch_size: int = 128) -> TextClassifier | OnnxClassifier:
-    """An :class:`OnnxClassifier` when ``path`` holds ``model.onnx``, else ``TextClassifier.from_pretrained(path)``.
+def load_classifier(
+    path: str | Path, *, batch_size: int = 128, precision: str = "fp32"
+) -> TextClassifier | OnnxClassifier:
+    """An :class:`OnnxClassifier` when ``path`` holds ``model.onnx``, else ``TextClassifier.from_pretrained(path)``
+    predicting in ``precision`` (an export runs in the arithmetic it was exported with).
 
     Raises:
         ModelError: ``path`` is neither a loadable model directory nor an ONNX export.
@@ -304,4 +312,4 @@ def load_classifier(path: str | Path, *, batch_size: int = 128) -> TextClassifie
     """
     if (Path(path) / ONNX_FILE).is_file():
         return OnnxClassifier.from_pretrained(path, batch_size=batch_size)
-    return TextClassifier.from_pretrained(path, batch_size=batch_size)
+    return TextClassifier.from_pretrained(path, batch_size=batch_size, precision=precision)

@@ -22,9 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import ModelError, NotFittedError, OutputExistsError
+from .exceptions import ConfigError, ModelError, NotFittedError, OutputExistsError
 
-__all__ = ["TextClassifier", "decide", "default_model_path", "resolve_model", "DEFAULT_MODEL_PACKAGE"]
+__all__ = [
+    "TextClassifier",
+    "decide",
+    "default_model_path",
+    "resolve_model",
+    "resolve_precision",
+    "DEFAULT_MODEL_PACKAGE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +80,45 @@ def resolve_model(model_name_or_path: str | None) -> str:
         logger.info("using the embedded default model %s (%s)", DEFAULT_MODEL_NAME, path)
         return str(path)
     return model_name_or_path
+
+
+def resolve_precision(requested: str, device: str | None = None) -> tuple[str, str]:
+    """The arithmetic and device for ``requested`` precision: ``auto`` picks bf16 on CPUs with AVX512-BF16/AMX and
+    on bf16 GPUs, fp16 on older GPUs, fp32 elsewhere.
+
+    Args:
+        requested: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
+        device: ``cpu`` or ``cuda``; default: CUDA when available.
+
+    Returns:
+        ``(precision, device)``, e.g. ``("bf16", "cpu")``.
+
+    Raises:
+        ConfigError: fp16 asked for without a CUDA GPU.
+    """
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        bf16 = torch.cuda.is_bf16_supported()
+    else:
+        bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if requested == "auto":
+        return ("bf16" if bf16 else ("fp16" if device.startswith("cuda") else "fp32")), device
+    if requested == "fp16" and not device.startswith("cuda"):
+        raise ConfigError("precision fp16 needs a CUDA GPU and none is available; use --precision bf16 or fp32")
+    if requested == "bf16" and not bf16:
+        logger.warning("precision bf16 was asked for but this %s has no native bf16 support; it will be slow", device)
+    return requested, device
+
+
+def autocast(precision: str, device: str):
+    """A context that runs a forward pass under bf16/fp16 autocast for those precisions, else as it is."""
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 @contextlib.contextmanager
@@ -238,6 +284,9 @@ class TextClassifier(_LabelledPredictor):
         config: Training options for :meth:`fit`; its ``model_name_or_path`` is replaced by the argument above.
         batch_size: Texts per prediction batch.
         device: ``"cpu"``, ``"cuda"``, ... ; default: CUDA when available, else CPU.
+        precision: Prediction arithmetic: ``fp32`` (exact), ``bf16``/``fp16`` autocast, or ``auto`` (bf16 on CPUs
+            with AVX512-BF16/AMX and on bf16 GPUs: several times the throughput of fp32; probabilities differ by
+            about 1e-2, so a text on the decision boundary can change label).
 
     >>> clf = TextClassifier().fit(["great", "awful", "superb", "bad"], ["pos", "neg", "pos", "neg"])  # doctest: +SKIP
     >>> clf.predict("what a great film")  # doctest: +SKIP
@@ -251,11 +300,13 @@ class TextClassifier(_LabelledPredictor):
         config: Any = None,
         batch_size: int = 128,
         device: str | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.model_name_or_path = model_name_or_path
         self.config = config
         self.batch_size = batch_size
         self.device = device
+        self.precision = precision
 
     # -- learned state -------------------------------------------------------------------------------------------
 
@@ -268,8 +319,9 @@ class TextClassifier(_LabelledPredictor):
         metrics: dict[str, Any] | None = None,
         batch_size: int = 128,
         device: str | None = None,
+        precision: str = "fp32",
     ) -> TextClassifier:
-        clf = cls(info.get("base_model"), batch_size=batch_size, device=device)
+        clf = cls(info.get("base_model"), batch_size=batch_size, device=device, precision=precision)
         clf._set_state(model, tokenizer, info, metrics)
         return clf
 
@@ -351,12 +403,12 @@ class TextClassifier(_LabelledPredictor):
         import torch
 
         self._check_fitted()
-        device = self._device()
+        precision, device = resolve_precision(self.precision, self._device())
 
         def forward(batch) -> np.ndarray:
             return self.model_(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
 
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision, device):
             return batched_logits(
                 self.tokenizer_, texts, forward, self.max_length, len(self.labels), self.batch_size, tensors="pt"
             )
@@ -365,9 +417,17 @@ class TextClassifier(_LabelledPredictor):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, batch_size: int = 128, device: str | None = None, trust_remote_code: bool = False
+        cls,
+        path: str | Path,
+        *,
+        batch_size: int = 128,
+        device: str | None = None,
+        precision: str = "fp32",
+        trust_remote_code: bool = False,
     ) -> TextClassifier:
         """Load a model directory written by :meth:`save_pretrained` (or any sequence-classification model).
+
+        ``batch_size``, ``device`` and ``precision`` are as in :class:`TextClassifier`.
 
         Raises:
             ModelError: The directory is missing or is not a loadable model.
@@ -388,7 +448,9 @@ class TextClassifier(_LabelledPredictor):
                 "base_model": str(path),
             }
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
-        clf = cls._from_trained(model, tokenizer, info, metrics, batch_size=batch_size, device=device)
+        clf = cls._from_trained(
+            model, tokenizer, info, metrics, batch_size=batch_size, device=device, precision=precision
+        )
         from .report import PREDICTIONS_FILE, read_records
 
         if (path / PREDICTIONS_FILE).is_file():  # kept so that save_pretrained writes the report again

@@ -163,6 +163,8 @@ def _start_worker(classifier: TextClassifier, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    if hasattr(classifier, "set_threads"):  # an ONNX export: onnxruntime has its own thread pool
+        classifier.set_threads(threads)
     _worker_classifier = classifier
 
 

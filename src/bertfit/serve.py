@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -250,25 +251,12 @@ def run_server(classifier: TextClassifier, host: str = "127.0.0.1", port: int = 
 
 
 def _predict_fn(classifier: TextClassifier, precision: str) -> Callable[[list[str]], np.ndarray]:
-    """``classifier.predict_proba``, under bf16/fp16 autocast when ``precision`` asks for it."""
+    """``predict_proba`` of a shallow copy of ``classifier`` (sharing its weights) that predicts in ``precision``."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "fp32":
-        return classifier.predict_proba
-    import torch
-
-    from .train import resolve_precision
-
-    precision, device = resolve_precision(precision)
-    if precision == "fp32":
-        return classifier.predict_proba
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-
-    def predict(texts: list[str]) -> np.ndarray:
-        with torch.autocast(device, dtype=dtype):
-            return classifier.predict_proba(texts)
-
-    return predict
+    served = copy.copy(classifier)
+    served.precision = precision
+    return served.predict_proba
 
 
 def _decide(probs: np.ndarray, labels: Sequence[str], info: dict[str, Any]) -> dict[str, Any]:
