@@ -173,6 +173,9 @@ def train(
     ] = None,
     overwrite: Annotated[bool, _option("overwrite", "--overwrite")] = False,
     cache_dir: Annotated[str | None, _option("cache_dir", "--cache-dir")] = None,
+    freeze_embeddings: Annotated[
+        bool, _option("freeze_embeddings", "--freeze-embeddings/--train-embeddings")
+    ] = _DEFAULT["freeze_embeddings"],
     torch_compile: Annotated[bool, _option("torch_compile", "--torch-compile")] = False,
     track: Annotated[str | None, _option("track", "--track")] = None,
     tracking_uri: Annotated[str | None, _option("tracking_uri", "--tracking-uri")] = None,

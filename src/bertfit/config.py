@@ -112,6 +112,13 @@ class TrainConfig:
         },
     )
     eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation and prediction batch."})
+    freeze_embeddings: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep the token-embedding table (half of MiniLM's weights) fixed: each optimizer step skips "
+            "its gradient and update, about 1.3x faster on CPU at the same accuracy (README, Speed)."
+        },
+    )
     torch_compile: bool = field(
         default=False,
         metadata={"help": "Compile the model with torch.compile (see the README's Speed section)."},

@@ -97,6 +97,7 @@ def train(
 
     >>> clf = train(TrainConfig(output_dir="runs/spam"), "examples/sms_spam.csv")  # doctest: +SKIP
     """
+    entered = time.perf_counter()
     if config.output_dir:
         # Every rank of a distributed run checks before training; only rank 0 writes, after training.
         check_output_dir(config.output_dir, config.overwrite)  # fail before minutes of training, not after
@@ -119,6 +120,8 @@ def train(
         id2label=dict(enumerate(labels)),
         ignore_mismatched_sizes=True,
     )
+    if config.freeze_embeddings:
+        _freeze_token_embeddings(model)
     # Tokenize the training texts once: their lengths choose max_length, and only the texts longer than that are
     # tokenized again, cut shorter.
     cache = cache_directory(config.cache_dir)
@@ -180,6 +183,7 @@ def train(
         "schedule": monitor.schedule,
         "log_history": monitor.log_history,
         "best": {"epoch": best.get("epoch"), "metric": config.metric_for_best_model, "value": best.get("_value")},
+        "setup_seconds": round(start - entered, 1),  # reading, splitting, loading and tokenizing
         "train_seconds": round(train_seconds, 1),
         "train_tokens": counter.real_tokens,
         "padding_share": round(counter.padding_share, 4),
@@ -289,6 +293,18 @@ def choose_max_length(lengths: Sequence[int], limit: int) -> int:
         100 * truncated / len(lengths),
     )
     return chosen
+
+
+def _freeze_token_embeddings(model) -> None:
+    # The token-embedding table gets a dense (vocab x hidden) gradient although a batch touches a few hundred rows,
+    # and AdamW then updates every row: for MiniLM that is 11.7M of 22.7M weights, about a third of a CPU step.
+    table = model.get_input_embeddings().weight
+    table.requires_grad_(False)
+    logger.info(
+        "token embeddings frozen (%.1fM of %.1fM weights): faster steps; --train-embeddings trains them too",
+        table.numel() / 1e6,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
 
 
 def _encode(tokenizer, dataset: TextDataset, label2id: dict[str, int], max_length: int, encoded) -> list[dict]:
