@@ -90,6 +90,8 @@ class TextDataset:
                     "labels; give every row a list of labels for multi-label data"
                 )
             object.__setattr__(self, "labels", _canonical_sets(self.labels))
+        elif not all(isinstance(label, str) for label in self.labels):
+            object.__setattr__(self, "labels", [str(label) for label in self.labels])
 
     def __len__(self) -> int:
         return len(self.texts)

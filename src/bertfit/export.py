@@ -23,7 +23,6 @@ from .model import (
     METRICS_FILE,
     TextClassifier,
     _LabelledPredictor,
-    _softmax,
     _write_json,
     atomic_directory,
     batched_logits,
@@ -277,7 +276,8 @@ class OnnxClassifier(_LabelledPredictor):
         return cls(path / ONNX_FILE, load_tokenizer(str(path)), info, metrics, batch_size=batch_size, threads=threads)
 
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Class probabilities in :attr:`labels` order: ``(n_texts, n_labels)``, or ``(n_labels,)`` for a string."""
+        """Class probabilities in :attr:`labels` order (sigmoids for a multi-label model): ``(n_texts, n_labels)``, or
+        ``(n_labels,)`` for a string."""
         logits = batched_logits(
             self.tokenizer_,
             [texts] if isinstance(texts, str) else list(texts),
@@ -287,7 +287,7 @@ class OnnxClassifier(_LabelledPredictor):
             self.batch_size,
             tensors="np",
         )
-        probs = _softmax(logits)
+        probs = self._probabilities(logits)
         return probs[0] if isinstance(texts, str) else probs
 
     def _forward(self, batch) -> np.ndarray:
