@@ -252,7 +252,8 @@ def _require_labels(labels: list, path: Path, label_column: str) -> None:
     if missing:
         raise DataError(
             f"{len(missing)} row(s) of {path} have no value in label column {label_column!r} "
-            f"(data rows {_preview(missing)}); fill in or remove those rows"
+            f"(data rows {_preview(missing)}); fill in or remove those rows, or, if the column holds label sets "
+            "where an empty cell means no label, pass --label-sep"
         )
 
 
