@@ -17,6 +17,7 @@ from bertfit import ConfigError, DataError, TextClassifier, TextDataset, TrainCo
 from bertfit.cli import app
 from bertfit.data import check_validation, train_val_split
 from bertfit.evaluate import collapse_warning, compute_metrics, multi_label_metrics, tune_thresholds
+from bertfit.predict import BatchPredictor
 
 SPAM = "free prize call now win winner cash claim".split()
 SETS = [(), ("pos",), ("neg",), ("spam",), ("pos", "spam"), ("neg", "spam")]
@@ -155,6 +156,7 @@ def test_round_trip_train_save_load_predict_sets(trained):
     assert predicted == clf.predict(texts)
     assert all(isinstance(row, list) and set(row) <= set(clf.labels) for row in predicted)
     assert loaded.predict(texts[0]) == predicted[0]  # one string: one list
+    assert BatchPredictor(out)(pd.DataFrame({"text": texts}))["labels"].tolist() == predicted
     assert loaded.thresholds == pytest.approx(clf.info_["thresholds"]) and set(loaded.thresholds) == set(clf.labels)
     # predict_proba is the sigmoid of the raw logits of the saved model, as plain transformers computes them.
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
@@ -166,7 +168,7 @@ def test_round_trip_train_save_load_predict_sets(trained):
     assert loaded.predict(texts) == [[], [], [], []]
 
 
-def test_training_records_thresholds_metrics_and_report(trained):
+def test_training_records_thresholds_metrics_and_report(trained, tmp_path):
     clf, out = trained
     info = json.loads((out / "bertfit.json").read_text())
     assert info["multi_label"] is True and info["positive_label"] is None
@@ -197,6 +199,10 @@ def test_training_records_thresholds_metrics_and_report(trained):
     page = (out / "report.html").read_text()
     assert "Per-label precision, recall, F1 and threshold" in page and 'id="confusion"' not in page
     assert "Hamming loss" in page
+    data = write_csv(tmp_path / "val.csv", [(t, ";".join(labels)) for t, labels in label_set_rows(30, seed=4)])
+    result = run("report", out, "--data", data, "--label-sep", ";", "--output", tmp_path / "again.html")
+    assert result.exit_code == 0, result.output
+    assert f"scores on {data}" in (tmp_path / "again.html").read_text()
 
 
 def test_threshold_metric_none_keeps_half_and_mcc_is_refused(tiny_config):
