@@ -68,6 +68,7 @@ __all__ = [
     "train",
     "choose_max_length",
     "class_weight_vector",
+    "init_prior_bias",
     "resolve_precision",
     "format_history",
     "is_main_process",
@@ -133,6 +134,8 @@ def train(
         ignore_mismatched_sizes=True,
         **({"problem_type": MULTI_LABEL_PROBLEM} if multi_label else {}),
     )
+    if multi_label:
+        init_prior_bias(model, train_ds.labels, labels, class_weights)
     # Tokenize the training texts once: their lengths choose max_length, and only the texts longer than that are
     # tokenized again, cut shorter.
     cut = config.max_length or model_max_length(tokenizer, model.config)
@@ -456,6 +459,36 @@ def class_weight_vector(
             "fix the names in --class-weights"
         )
     return [class_weights.get(label, 1.0) for label in labels]
+
+
+def init_prior_bias(
+    model, train_labels: list[tuple[str, ...]], labels: list[str], pos_weight: list[float] | None = None
+) -> None:
+    """Start a multi-label head's output bias at each label's log-odds in the training data (weighted by its
+    ``pos_weight``), so that the untrained model already predicts the label frequencies.
+
+    Why: from a zero bias every sigmoid starts at 0.5 while most labels are rare, and the first thing binary
+    cross-entropy learns is to push every output down. At fine-tuning learning rates the bias moves too slowly for
+    that, so the encoder does it instead: measured on 6,000 GoEmotions texts (28 labels, lr 1e-4, 2 epochs), it
+    collapsed to the same output for every text. The prior initialization of Lin et al. (2017, focal loss) avoids it.
+    The bias is the last linear layer of the head with one output per label; a head without one is left as it is.
+    """
+    heads = [
+        module
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and module.out_features == len(labels)
+        and module.bias is not None
+        and not name.startswith(model.base_model_prefix)
+    ]
+    if not heads:
+        logger.info("no linear output layer with a bias found in the classification head; its bias is left as is")
+        return
+    counts = Counter(label for row in train_labels for label in row)
+    share = np.clip([counts[label] / len(train_labels) for label in labels], 1e-4, 1 - 1e-4)
+    weight = np.asarray(pos_weight if pos_weight is not None else np.ones(len(labels)))
+    with torch.no_grad():
+        heads[-1].bias.copy_(torch.as_tensor(np.log(weight * share / (1 - share)), dtype=heads[-1].bias.dtype))
 
 
 class _BertfitTrainer(Trainer):
