@@ -2,7 +2,9 @@
 embeddings (mean pooling) + logistic regression (the feature-based approach), scored with the same metrics.
 
 Every baseline trains on the same training rows and is scored on the same validation rows as ``bertfit train``, with
-:func:`bertfit.evaluate.compute_metrics`, so its numbers sit beside the fine-tuned model's.
+:func:`bertfit.evaluate.compute_metrics`, so its numbers sit beside the fine-tuned model's. On multi-label data the
+majority baseline predicts the most frequent label set, and the logistic regressions become one-vs-rest: one binary
+classifier per label, each deciding at probability 0.5 (no per-label threshold tuning, unlike fine-tuning).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .data import TextDataset, check_validation, sorted_labels
+from .data import TextDataset, check_validation, multi_hot, sorted_labels
 from .evaluate import compute_metrics, minority_label
 from .exceptions import ConfigError, DataError
+from .model import decision_names
 
 __all__ = ["BASELINES", "run_baselines", "format_baselines"]
 
@@ -44,7 +47,9 @@ def run_baselines(
       logistic regression.
 
     Both logistic regressions use ``class_weight="balanced"``, so a rare class is not ignored for accuracy's sake:
-    the baselines compete on macro-F1 and the positive class's F1, the numbers fine-tuning is judged on.
+    the baselines compete on macro-F1 and the positive class's F1, the numbers fine-tuning is judged on. Multi-label
+    data (label sets): the majority baseline predicts the most frequent label set, and each logistic regression is
+    one-vs-rest, a balanced binary classifier per label deciding at probability 0.5.
 
     Args:
         train: Training texts and labels.
@@ -68,19 +73,21 @@ def run_baselines(
     >>> round(results["tfidf_logreg"]["metrics"]["macro_f1"], 3)  # doctest: +SKIP
     0.95
     """
-    labels = sorted_labels(train.labels)
+    labels = train.classes
     if len(labels) < 2:
         raise DataError(
             f"training data {train.source} has a single class {labels}; a classifier needs at least two classes "
             "(check --label-column)"
         )
+    if train.multi_label:
+        validation = validation.as_multi_label()
     check_validation(train, validation)
     positive = _positive_label(positive_label, train, labels)
-    predictors: dict[str, Callable[[], list[str]]] = {
+    predictors: dict[str, Callable[[], list]] = {
         "majority_class": lambda: _majority_class(train, validation),
-        "tfidf_logreg": lambda: _tfidf_logreg(train, validation),
+        "tfidf_logreg": lambda: _tfidf_logreg(train, validation, labels),
         "frozen_embeddings_logreg": lambda: _frozen_embeddings_logreg(
-            train, validation, model_name_or_path, max_length, batch_size
+            train, validation, labels, model_name_or_path, max_length, batch_size
         ),
     }
     results: dict[str, dict[str, Any]] = {}
@@ -95,7 +102,10 @@ def run_baselines(
 
 
 def format_baselines(results: dict[str, dict[str, Any]]) -> str:
-    """A table of the baselines: accuracy, macro-F1, the positive class's F1 (binary tasks) and seconds."""
+    """A table of the baselines: accuracy, macro-F1, the positive class's F1 (binary tasks) and seconds; for
+    multi-label tasks subset accuracy, micro-F1, macro-F1, Hamming loss and seconds."""
+    if all("hamming_loss" in r["metrics"] for r in results.values()):
+        return _format_multi_label(results)
     binary = all("positive_label" in r["metrics"] for r in results.values())
     f1_header = f"F1 {next(iter(results.values()))['metrics']['positive_label']!r}" if binary else ""
     lines = [f"  {'baseline':<28}{'accuracy':>10}{'macro-F1':>10}{f1_header:>14}{'seconds':>10}"]
@@ -106,9 +116,22 @@ def format_baselines(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _format_multi_label(results: dict[str, dict[str, Any]]) -> str:
+    columns = (("subset acc.", "subset_accuracy"), ("micro-F1", "micro_f1"), ("macro-F1", "macro_f1"))
+    columns += (("Hamming", "hamming_loss"),)
+    lines = [f"  {'baseline':<28}" + "".join(f"{name:>12}" for name, _ in columns) + f"{'seconds':>10}"]
+    for name, result in results.items():
+        scores = "".join(f"{result['metrics'][key]:>12.4f}" for _, key in columns)
+        lines.append(f"  {name:<28}{scores}{result['seconds']:>10.1f}")
+    lines.append(
+        "  (multi-label: each label is predicted at probability 0.5; fine-tuning tunes a threshold per label)"
+    )
+    return "\n".join(lines)
+
+
 def _positive_label(requested: str | None, train: TextDataset, labels: list[str]) -> str | None:
     # The same rule as training, so the positive-class scores compare.
-    if len(labels) != 2:
+    if len(labels) != 2 or train.multi_label:
         if requested is not None:
             logger.warning("ignoring positive_label %r: the task has %d classes, not 2", requested, len(labels))
         return None
@@ -122,13 +145,25 @@ def _positive_label(requested: str | None, train: TextDataset, labels: list[str]
     return requested
 
 
-def _majority_class(train: TextDataset, validation: TextDataset) -> list[str]:
+def _majority_class(train: TextDataset, validation: TextDataset) -> list:
     counts = Counter(train.labels)
+    if train.multi_label:  # the most frequent label set (ties: the first seen), often a single common label
+        return [counts.most_common(1)[0][0]] * len(validation)
     majority = max(sorted_labels(train.labels), key=lambda label: counts[label])  # ties: the first in label order
     return [majority] * len(validation)
 
 
-def _tfidf_logreg(train: TextDataset, validation: TextDataset) -> list[str]:
+def _fit_predict(estimator, train_features, val_features, train: TextDataset, labels: list[str]) -> list:
+    """Fit ``estimator`` and predict validation: label names, or for multi-label data one-vs-rest label sets."""
+    if not train.multi_label:
+        return estimator.fit(train_features, train.labels).predict(val_features).tolist()
+    from sklearn.multiclass import OneVsRestClassifier
+
+    model = OneVsRestClassifier(estimator).fit(train_features, multi_hot(train.labels, labels))
+    return decision_names(model.predict(val_features).astype(bool), labels)  # each label at probability 0.5
+
+
+def _tfidf_logreg(train: TextDataset, validation: TextDataset, labels: list[str]) -> list:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -146,13 +181,17 @@ def _tfidf_logreg(train: TextDataset, validation: TextDataset) -> list[str]:
     else:
         raise DataError(f"the texts of {train.source} hold no words for TF-IDF; check --text-column")
     classifier = LogisticRegression(max_iter=1000, class_weight="balanced")
-    classifier.fit(features, train.labels)
-    return classifier.predict(vectorizer.transform(validation.texts)).tolist()
+    return _fit_predict(classifier, features, vectorizer.transform(validation.texts), train, labels)
 
 
 def _frozen_embeddings_logreg(
-    train: TextDataset, validation: TextDataset, model_name_or_path: str | None, max_length: int, batch_size: int
-) -> list[str]:
+    train: TextDataset,
+    validation: TextDataset,
+    labels: list[str],
+    model_name_or_path: str | None,
+    max_length: int,
+    batch_size: int,
+) -> list:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -160,8 +199,8 @@ def _frozen_embeddings_logreg(
     encoder, tokenizer, limit = _load_encoder(model_name_or_path)
     embed = _embedder(encoder, tokenizer, min(max_length, limit), batch_size)
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, class_weight="balanced"))
-    classifier.fit(embed(train.texts, "embedding train"), train.labels)
-    return classifier.predict(embed(validation.texts, "embedding validation")).tolist()
+    train_features = embed(train.texts, "embedding train")
+    return _fit_predict(classifier, train_features, embed(validation.texts, "embedding validation"), train, labels)
 
 
 def _load_encoder(model_name_or_path: str | None):

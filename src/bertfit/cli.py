@@ -112,6 +112,14 @@ ValidationOpt = Annotated[
 ]
 TextColOpt = Annotated[str, _option("text_column", "--text-column")]
 LabelColOpt = Annotated[str, _option("label_column", "--label-column")]
+LabelSepOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--label-sep",
+        help="Separator between the labels of one cell of multi-label data, e.g. ';' for 'joy;love' (a label "
+        "column of lists needs none).",
+    ),
+]
 
 
 def _set_quiet(value: bool) -> bool:
@@ -145,6 +153,7 @@ def train(
     validation: ValidationOpt = None,
     text_column: TextColOpt = _DEFAULT["text_column"],
     label_column: LabelColOpt = _DEFAULT["label_column"],
+    label_sep: Annotated[str | None, _option("label_sep", "--label-sep")] = None,
     model: Annotated[str | None, _option("model_name_or_path", "--model")] = None,
     output_dir: Annotated[str, _option("output_dir", "--output-dir")] = "bertfit-model",
     epochs: Annotated[float, _option("epochs", "--epochs")] = _DEFAULT["epochs"],
@@ -194,8 +203,9 @@ def train(
     flags = {k: v for k, v in flags.items() if k in _DEFAULT}
     from_file = read_config_file(config) if config else {}
     cfg = TrainConfig.from_dict({"output_dir": output_dir, **from_file, **flags})
-    train_data = load_data(data, cfg.text_column, cfg.label_column, sep=sep, encoding=encoding)
-    val_data = validation and load_data(validation, cfg.text_column, cfg.label_column, sep=sep, encoding=encoding)
+    read = {"sep": sep, "encoding": encoding, "label_sep": cfg.label_sep}
+    train_data = load_data(data, cfg.text_column, cfg.label_column, **read)
+    val_data = validation and load_data(validation, cfg.text_column, cfg.label_column, **read)
     clf = run_training(cfg, train_data, val_data)
     if not is_main_process():  # the other processes of torchrun / accelerate launch: rank 0 reports
         return
@@ -204,7 +214,14 @@ def train(
     typer.echo(format_history(info["history"], info["best"]["epoch"]), nl=False)
     typer.echo(f"\nFinal metrics on {info['data']['validation']['rows']} validation texts:")
     typer.echo(_format_metrics(clf.metrics))
-    if "threshold_tuning" in info:
+    if "thresholds" in info:
+        tuning, half, cuts = info["threshold_tuning"], info["threshold_tuning"]["at_0.5"], info["thresholds"].values()
+        typer.echo(
+            f"  decision thresholds per label {min(cuts):.4f} to {max(cuts):.4f}, tuned on validation for "
+            f"{tuning['metric']} (the per_class table of metrics.json lists them); at 0.5 instead: micro_f1 "
+            f"{half['micro_f1']:.4f}, macro_f1 {half['macro_f1']:.4f}, subset accuracy {half['accuracy']:.4f}"
+        )
+    elif "threshold_tuning" in info:
         tuning, half = info["threshold_tuning"], info["threshold_tuning"]["at_0.5"]
         typer.echo(
             f"  decision threshold {info['threshold']:.4f} on P({info['positive_label']}), tuned on validation for "
@@ -233,6 +250,7 @@ def evaluate(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object only.")] = False,
+    label_sep: LabelSepOpt = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
     quiet: QuietOpt = False,
@@ -243,7 +261,7 @@ def evaluate(
     from .export import load_classifier
 
     clf = load_classifier(model_dir)
-    dataset = load_data(data, text_column, label_column, sep=sep, encoding=encoding)
+    dataset = load_data(data, text_column, label_column, sep=sep, encoding=encoding, label_sep=label_sep)
     metrics = run_evaluation(clf, dataset, positive_label)
     typer.echo(json.dumps(metrics, indent=2) if as_json else _format_metrics(metrics))
 
@@ -265,7 +283,8 @@ def predict(
         Path | None,
         typer.Option(
             "--output",
-            help="Where --input's predictions go: .csv or .jsonl with text, label, score and prob_<label> columns.",
+            help="Where --input's predictions go: .csv or .jsonl with text, label, score and prob_<label> columns "
+            "(multi-label models: text, labels and prob_<label>).",
         ),
     ] = None,
     text_column: Annotated[str, typer.Option("--text-column", help="Column of --input holding the texts.")] = "text",
@@ -277,14 +296,26 @@ def predict(
         ),
     ] = 1,
     precision: PredictPrecisionOpt = "fp32",
+    label_sep: Annotated[
+        str | None,
+        typer.Option(
+            "--label-sep",
+            help="Joins a multi-label model's predicted labels in CSV output and printed lines; default: the "
+            "separator it was trained with, else ';'.",
+        ),
+    ] = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
     quiet: QuietOpt = False,
 ) -> None:
-    """Predict labels of texts given as arguments, or of a whole file (--input/--output)."""
+    """Predict labels of texts given as arguments, or of a whole file (--input/--output).
+
+    Printed lines are label, probability and text, tab-separated; for a multi-label model the predicted labels and
+    their probabilities, each joined by --label-sep (both empty when no label reaches its threshold).
+    """
     from .exceptions import ConfigError
     from .export import load_classifier
-    from .predict import predict_file, prediction_rows
+    from .predict import label_separator, predict_file, prediction_rows
 
     if bool(input_file) != bool(output_file) or (input_file and texts) or not (input_file or texts):
         raise ConfigError("give texts as arguments, or both --input FILE and --output FILE")
@@ -299,11 +330,17 @@ def predict(
             encoding=encoding,
             overwrite=overwrite,
             num_workers=num_workers,
+            label_sep=label_sep,
         )
         typer.echo(f"wrote {count} predictions to {output_file}")
         return
+    joiner = label_sep or label_separator(clf)
     for row in prediction_rows(clf, list(texts)):
-        typer.echo(f"{row['label']}\t{row['score']:.4f}\t{row['text']}")
+        if clf.multi_label:
+            scores = joiner.join(f"{row[f'prob_{label}']:.4f}" for label in row["labels"])
+            typer.echo(f"{joiner.join(row['labels'])}\t{scores}\t{row['text']}")
+        else:
+            typer.echo(f"{row['label']}\t{row['score']:.4f}\t{row['text']}")
 
 
 @app.command()
@@ -359,9 +396,7 @@ def explore(
     ),
     text_column: TextColOpt = _DEFAULT["text_column"],
     label_column: LabelColOpt = _DEFAULT["label_column"],
-    label_sep: Annotated[
-        str | None, typer.Option("--label-sep", help="Separator of multi-label values, e.g. ';' for 'joy;love'.")
-    ] = None,
+    label_sep: LabelSepOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as one JSON object only.")] = False,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
@@ -416,6 +451,7 @@ def report(
     ] = None,
     text_column: TextColOpt = _DEFAULT["text_column"],
     label_column: LabelColOpt = _DEFAULT["label_column"],
+    label_sep: LabelSepOpt = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
     quiet: QuietOpt = False,
@@ -423,9 +459,8 @@ def report(
     """Rebuild a model's report.html, optionally on another labelled file."""
     from .report import write_report
 
-    path = write_report(
-        model_dir, data, output, text_column=text_column, label_column=label_column, sep=sep, encoding=encoding
-    )
+    columns = {"text_column": text_column, "label_column": label_column, "label_sep": label_sep}
+    path = write_report(model_dir, data, output, sep=sep, encoding=encoding, **columns)
     typer.echo(f"wrote {path}")
 
 
@@ -444,6 +479,7 @@ def baseline(
     seed: Annotated[int, _option("seed", "--seed")] = _DEFAULT["seed"],
     positive_label: Annotated[str | None, _option("positive_label", "--positive-label")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object only.")] = False,
+    label_sep: LabelSepOpt = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
     quiet: QuietOpt = False,
@@ -452,9 +488,10 @@ def baseline(
     from .baseline import format_baselines, run_baselines
     from .data import load_data, train_val_split
 
-    train_data = load_data(data, text_column, label_column, sep=sep, encoding=encoding)
+    read = {"sep": sep, "encoding": encoding, "label_sep": label_sep}
+    train_data = load_data(data, text_column, label_column, **read)
     if validation:
-        val_data = load_data(validation, text_column, label_column, sep=sep, encoding=encoding)
+        val_data = load_data(validation, text_column, label_column, **read)
     else:
         train_data, val_data = train_val_split(train_data, val_size, seed)
     results = run_baselines(train_data, val_data, model_name_or_path=model, positive_label=positive_label)
@@ -498,7 +535,10 @@ def export(
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
-    lines = [f"  {name:<12}{metrics[name]:.4f}" for name in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc")]
+    scalars = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc", "samples_f1", "hamming_loss")
+    lines = [f"  {name:<12}{metrics[name]:.4f}" for name in scalars if name in metrics]
+    if "hamming_loss" in metrics:
+        lines[0] += "  (subset accuracy: the share of texts whose predicted label set is exactly right)"
     if "positive_label" in metrics:
         lines.append(
             f"  positive class {metrics['positive_label']!r}: "
@@ -507,6 +547,8 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
     lines.append(f"  {'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
     for label, s in metrics["per_class"].items():
         lines.append(f"  {label:<20}{s['precision']:>10.4f}{s['recall']:>10.4f}{s['f1']:>10.4f}{s['support']:>10}")
+    if "confusion_matrix" not in metrics:  # multi-label
+        return "\n".join(lines)
     cm = metrics["confusion_matrix"]
     width = max(8, *(len(label) + 2 for label in cm["labels"]))
     lines.append("  confusion matrix (rows: true, columns: predicted)")

@@ -12,9 +12,13 @@ from typing import Any
 
 from .exceptions import ConfigError
 
-__all__ = ["TrainConfig", "METRICS_FOR_BEST_MODEL", "PRECISIONS", "TRACKERS"]
+__all__ = ["TrainConfig", "METRICS_FOR_BEST_MODEL", "SINGLE_LABEL_METRICS", "MAX_POS_WEIGHT", "PRECISIONS", "TRACKERS"]
 
 METRICS_FOR_BEST_MODEL = ("macro_f1", "accuracy", "micro_f1", "weighted_f1", "mcc", "f1", "loss")
+SINGLE_LABEL_METRICS = ("mcc", "f1")  # not computed for multi-label tasks
+# The largest balanced pos_weight of a multi-label class: a label on 1 text in 1,000 would otherwise weigh 999, and
+# its few texts would dominate the gradient.
+MAX_POS_WEIGHT = 100.0
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 
@@ -37,6 +41,14 @@ class TrainConfig:
     output_dir: str | None = field(default=None, metadata={"help": "Where the trained model is written."})
     text_column: str = field(default="text", metadata={"help": "Column holding the texts."})
     label_column: str = field(default="label", metadata={"help": "Column holding the labels."})
+    label_sep: str | None = field(
+        default=None,
+        metadata={
+            "help": "Separator between the labels of one cell, e.g. ';' for 'joy;love': trains a multi-label model "
+            "(a sigmoid per label, binary cross-entropy, one decision threshold per label). A label column of "
+            "lists (JSONL, Parquet) is multi-label without it."
+        },
+    )
     max_length: int | None = field(
         default=None,
         metadata={
@@ -75,7 +87,7 @@ class TrainConfig:
         metadata={
             "help": "Validation metric that picks the checkpoint kept at the end: "
             + ", ".join(METRICS_FOR_BEST_MODEL)
-            + "."
+            + " (multi-label tasks: not mcc or f1; accuracy is subset accuracy there)."
         },
     )
     early_stopping_patience: int | None = field(
@@ -100,7 +112,9 @@ class TrainConfig:
         metadata={
             "help": "Weights of the classes in the cross-entropy loss: none, balanced (n_texts / (n_classes x "
             "count of the class), as scikit-learn) or a JSON object of label to weight, e.g. '{\"spam\": 5}' "
-            "(labels left out weigh 1)."
+            "(labels left out weigh 1). Multi-label tasks: the weight of each label's positive texts in its binary "
+            "cross-entropy (pos_weight); balanced is negatives / positives of the label, at most "
+            + f"{MAX_POS_WEIGHT:g}."
         },
     )
     threshold_metric: str = field(
@@ -108,7 +122,8 @@ class TrainConfig:
         metadata={
             "help": "Binary tasks: tune the decision threshold on validation for f1 (the positive class's F1), "
             "'precision>=0.95' (the best recall at that precision), 'recall>=0.9' (the best precision at that "
-            "recall), or none (predict the most probable class)."
+            "recall), or none (predict the most probable class). Multi-label tasks: one threshold per label by the "
+            "same rule on that label's probability (labels absent from validation keep 0.5); none keeps 0.5."
         },
     )
     eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation and prediction batch."})
@@ -187,6 +202,12 @@ class TrainConfig:
             "an integer >= 1",
         )
         _check(self.precision in PRECISIONS, "precision", self.precision, "one of " + ", ".join(PRECISIONS))
+        _check(
+            self.label_sep is None or (isinstance(self.label_sep, str) and self.label_sep != ""),
+            "label_sep",
+            self.label_sep,
+            "a non-empty separator such as ';', or None for single-label data",
+        )
         _check(self.track is None or self.track in TRACKERS, "track", self.track, "one of " + ", ".join(TRACKERS))
         self.class_weights = _parse_class_weights(self.class_weights)
         _check(

@@ -2,6 +2,10 @@
 
 Supported inputs: CSV, TSV, JSONL, JSON, Parquet (text formats may be gzipped), headerless ``text<sep>label`` text
 files (``.txt`` with an explicit ``sep``), and a folder written by ``datasets.Dataset(Dict).save_to_disk``.
+
+A label cell holds one label (single-label data), or several: a list (JSONL, JSON, Parquet, saved datasets) or a
+string split at ``label_sep`` (e.g. ``"joy;love"``). Multi-label rows are tuples of label names; an empty tuple is a
+text with no label.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from .exceptions import DataError
 __all__ = [
     "TextDataset",
     "load_data",
+    "label_set",
+    "multi_hot",
     "read_columns",
     "iter_text_chunks",
     "sorted_labels",
@@ -49,20 +55,24 @@ _SUPPORTED = ".csv, .tsv, .jsonl, .json, .parquet (text formats may end in .gz),
 
 @dataclass(frozen=True)
 class TextDataset:
-    """Texts with one label name each, in file order.
+    """Texts with one label name each (single-label), or a set of label names each (multi-label), in file order.
 
     Args:
         texts: The input texts.
-        labels: One label name per text (labels are always strings; integer labels become "0", "1", ...).
+        labels: One label name per text (labels are always strings; integer labels become "0", "1", ...), or, for
+            multi-label data, one collection of label names per text (a list, tuple or set; may be empty). Such rows
+            are stored as tuples without duplicates, in :attr:`classes` order.
         source: Where the data came from, for messages.
 
     >>> ds = TextDataset(["good film", "bad film"], ["pos", "neg"])
     >>> len(ds), ds.classes
     (2, ['neg', 'pos'])
+    >>> TextDataset(["a", "b", "c"], [["joy", "love"], ["joy"], []]).labels
+    [('joy', 'love'), ('joy',), ()]
     """
 
     texts: list[str]
-    labels: list[str]
+    labels: list[str] | list[tuple[str, ...]]
     source: str = "<memory>"
 
     def __post_init__(self) -> None:
@@ -71,30 +81,108 @@ class TextDataset:
                 f"got {len(self.texts)} texts but {len(self.labels)} labels from {self.source}"
                 "; pass one label per text"
             )
+        rows = [_is_label_collection(label) for label in self.labels]
+        if any(rows):
+            if not all(rows):
+                first = rows.index(False)
+                raise DataError(
+                    f"{self.source} mixes single labels (e.g. row {first + 1}: {self.labels[first]!r}) with lists of "
+                    "labels; give every row a list of labels for multi-label data"
+                )
+            object.__setattr__(self, "labels", _canonical_sets(self.labels))
+        elif not all(isinstance(label, str) for label in self.labels):
+            object.__setattr__(self, "labels", [str(label) for label in self.labels])
 
     def __len__(self) -> int:
         return len(self.texts)
 
     @property
+    def multi_label(self) -> bool:
+        """Whether each text carries a set of labels (tuples) rather than one label."""
+        return bool(self.labels) and isinstance(self.labels[0], tuple)
+
+    @property
     def classes(self) -> list[str]:
-        """The sorted distinct labels."""
+        """The sorted distinct labels (of all rows' sets, for multi-label data)."""
+        if self.multi_label:
+            return sorted_labels({label for row in self.labels for label in row})
         return sorted_labels(self.labels)
 
     def label_counts(self) -> dict[str, int]:
-        """Rows per label, in sorted label order."""
-        counts = Counter(self.labels)
+        """Rows per label, in sorted label order (a multi-label row counts once for each of its labels)."""
+        counts = Counter(label for row in self.labels for label in row) if self.multi_label else Counter(self.labels)
         return {label: counts[label] for label in self.classes}
 
     def fingerprint(self) -> str:
         """A short sha256 of the texts and labels, to tell datasets apart."""
         digest = hashlib.sha256()
         for text, label in zip(self.texts, self.labels):
+            if isinstance(label, tuple):  # a label set: names joined by a byte no label holds
+                label = "\x1d".join(label)
             digest.update(text.encode("utf-8", "surrogatepass") + b"\x1f" + label.encode() + b"\x1e")
         return digest.hexdigest()[:16]
 
     def subset(self, indices: Sequence[int]) -> TextDataset:
         """The rows at ``indices``, in that order."""
         return TextDataset([self.texts[i] for i in indices], [self.labels[i] for i in indices], self.source)
+
+    def as_multi_label(self, label_sep: str | None = None) -> TextDataset:
+        """This data as multi-label rows: each single label split at ``label_sep`` (or taken whole) into a set.
+
+        Multi-label data is returned as it is.
+
+        >>> TextDataset(["a", "b"], ["joy;love", "joy"]).as_multi_label(";").labels
+        [('joy', 'love'), ('joy',)]
+        """
+        if self.multi_label or not self.labels:
+            return self
+        return TextDataset(self.texts, [label_set(label, label_sep) for label in self.labels], self.source)
+
+
+def label_set(cell: str | Sequence[str] | None, label_sep: str | None = None) -> tuple[str, ...]:
+    """The distinct label names of one label cell, sorted: a list's items, or a string split at ``label_sep``
+    (taken whole without one); surrounding spaces and empty parts are dropped, a missing cell is the empty set.
+
+    >>> label_set(" love; joy ;", ";")
+    ('joy', 'love')
+    """
+    if cell is None:
+        return ()
+    parts = (cell.split(label_sep) if label_sep else [cell]) if isinstance(cell, str) else cell
+    return tuple(sorted({part.strip() for part in parts if part is not None and part.strip()}))
+
+
+def multi_hot(rows: Sequence[Sequence[str]], labels: Sequence[str]) -> np.ndarray:
+    """Label sets as a 0/1 matrix of shape ``(n_rows, n_labels)``, columns in ``labels`` order.
+
+    Raises:
+        DataError: A row holds a label that is not in ``labels``.
+
+    >>> multi_hot([("b",), ("a", "b"), ()], ["a", "b"]).tolist()
+    [[0, 1], [1, 1], [0, 0]]
+    """
+    index = {label: k for k, label in enumerate(labels)}
+    matrix = np.zeros((len(rows), len(labels)), dtype=np.int8)
+    for i, row in enumerate(rows):
+        try:
+            matrix[i, [index[label] for label in row]] = 1
+        except KeyError as err:
+            raise DataError(
+                f"label {err.args[0]!r} of row {i + 1} is not one of the labels {list(labels)}; check the labels"
+            ) from None
+    return matrix
+
+
+def _is_label_collection(value) -> bool:
+    return isinstance(value, (list, tuple, set, frozenset, np.ndarray))
+
+
+def _canonical_sets(rows) -> list[tuple[str, ...]]:
+    # Distinct names as strings, ordered as the classes (numeric order for integer labels), so that a row reads like
+    # a prediction of the model.
+    sets = [{str(label) for label in row} for row in rows]
+    rank = {label: k for k, label in enumerate(sorted_labels({label for row in sets for label in row}))}
+    return [tuple(sorted(row, key=rank.__getitem__)) for row in sets]
 
 
 def sorted_labels(labels: Sequence[str]) -> list[str]:
@@ -113,52 +201,67 @@ def load_data(
     sep: str | None = None,
     encoding: str = "utf-8",
     split: str | None = None,
+    label_sep: str | None = None,
 ) -> TextDataset:
     """Read a labelled text file into a :class:`TextDataset`.
 
-    Rows with an empty or missing text are dropped with a warning; a row without a label is an error.
+    Rows with an empty or missing text are dropped with a warning. Single-label data: a row without a label is an
+    error. Multi-label data (``label_sep`` given, or a label column of lists): a row without a label is a text with
+    none of the labels.
 
     Args:
         path: A CSV/TSV/JSONL/JSON/Parquet file (text formats may be gzipped), a ``.txt`` file of headerless
             ``text<sep>label`` lines, or a ``save_to_disk`` folder of the ``datasets`` library.
         text_column: Column holding the texts.
-        label_column: Column holding the labels (strings or integers).
+        label_column: Column holding the labels (strings or integers, or lists of them for multi-label data).
         sep: Field separator; overrides the one implied by the file suffix. Required for ``.txt`` files.
         encoding: Text encoding of the file.
         split: Split to read from a saved ``DatasetDict`` folder (default ``train``).
+        label_sep: Separator between the labels of a multi-label cell, e.g. ``";"`` for ``"joy;love"``.
 
     Returns:
-        The dataset, labels as strings.
+        The dataset, labels as strings (multi-label: tuples of strings).
 
     Raises:
         DataError: The file is missing, empty, in an unknown format, undecodable, lacks a column, or has
-            rows without labels or no usable text at all.
+            rows without labels (single-label) or no usable text at all.
 
     >>> ds = load_data("examples/sms_spam.csv")  # doctest: +SKIP
+    >>> ds = load_data("go_emotions/train.csv", label_column="labels", label_sep=";")  # doctest: +SKIP
     """
     path = Path(path)
     columns = read_columns(path, [text_column, label_column], sep=sep, encoding=encoding, split=split)
     texts, labels = columns[text_column], columns[label_column]
-    missing = [i + 1 for i, label in enumerate(labels) if label is None or label.strip() == ""]
-    if missing:
-        raise DataError(
-            f"{len(missing)} row(s) of {path} have no value in label column {label_column!r} "
-            f"(data rows {_preview(missing)}); fill in or remove those rows"
-        )
-    keep = [i for i, text in enumerate(texts) if text is not None and text.strip() != ""]
+    multi_label = label_sep is not None or any(isinstance(label, tuple) for label in labels)
+    if not multi_label:
+        _require_labels(labels, path, label_column)
+    keep = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip() != ""]
     if not keep:
         raise DataError(f"every row of {path} has an empty text in column {text_column!r}; check --text-column")
     if len(keep) < len(texts):
         logger.warning(
             "dropped %d of %d rows of %s with an empty or missing text", len(texts) - len(keep), len(texts), path
         )
+    if multi_label:
+        return TextDataset([texts[i] for i in keep], [label_set(labels[i], label_sep) for i in keep], str(path))
     return TextDataset([texts[i] for i in keep], [labels[i].strip() for i in keep], str(path))
+
+
+def _require_labels(labels: list, path: Path, label_column: str) -> None:
+    missing = [i + 1 for i, label in enumerate(labels) if label is None or label.strip() == ""]
+    if missing:
+        raise DataError(
+            f"{len(missing)} row(s) of {path} have no value in label column {label_column!r} "
+            f"(data rows {_preview(missing)}); fill in or remove those rows, or, if the column holds label sets "
+            "where an empty cell means no label, pass --label-sep"
+        )
 
 
 def read_columns(
     path: str | Path, columns: list[str], *, sep: str | None = None, encoding: str = "utf-8", split: str | None = None
-) -> dict[str, list[str | None]]:
-    """The named columns of a data file, each a list of strings in file order (None where a cell is missing).
+) -> dict[str, list[str | tuple[str, ...] | None]]:
+    """The named columns of a data file, each a list of strings in file order (None where a cell is missing; a
+    tuple of strings where a cell is a list, as multi-label columns of JSONL or Parquet files are).
 
     Unlike :func:`load_data` nothing is dropped or checked beyond the columns' presence: explore counts what is
     missing.
@@ -172,7 +275,7 @@ def read_columns(
     if frame.empty:
         raise DataError(f"{path} has no data rows; give a file with at least one labelled text per class")
     _require_columns(frame, columns, path)
-    return {column: [_cell_to_str(v) for v in frame[column].tolist()] for column in columns}
+    return {column: [_cell_value(v) for v in frame[column].tolist()] for column in columns}
 
 
 def iter_text_chunks(
@@ -201,6 +304,12 @@ def iter_text_chunks(
 def train_val_split(dataset: TextDataset, val_size: float = 0.1, seed: int = 42) -> tuple[TextDataset, TextDataset]:
     """Split ``dataset`` into train and validation parts, stratified by label.
 
+    Multi-label data is stratified by each row's rarest label (the label with the fewest rows in ``dataset``; rows
+    without a label form a stratum of their own), so that rare labels land on both sides in proportion. Strata of a
+    single row are pooled; when even that leaves a stratum too small for both sides, the split is random (logged).
+    Validation rows with a label that no training row has are then moved to train, so that the model knows every
+    label it is validated on.
+
     Args:
         dataset: The labelled data.
         val_size: Share of rows (0 < val_size < 1) that go to validation.
@@ -210,12 +319,24 @@ def train_val_split(dataset: TextDataset, val_size: float = 0.1, seed: int = 42)
         ``(train, validation)``.
 
     Raises:
-        DataError: A class has too few rows to appear on both sides of the split.
+        DataError: A class of single-label data has too few rows to appear on both sides of the split.
     """
     from sklearn.model_selection import train_test_split
 
-    counts = dataset.label_counts()
     n_val = math.ceil(len(dataset) * val_size)
+    if dataset.multi_label:
+        strata = _multi_label_strata(dataset, n_val)
+    else:
+        strata = _single_label_strata(dataset, n_val, val_size)
+    indices = np.arange(len(dataset))
+    train_idx, val_idx = train_test_split(indices, test_size=n_val, random_state=seed, stratify=strata)
+    if dataset.multi_label:
+        train_idx, val_idx = _move_unseen_to_train(dataset, train_idx, val_idx)
+    return dataset.subset(sorted(train_idx)), dataset.subset(sorted(val_idx))
+
+
+def _single_label_strata(dataset: TextDataset, n_val: int, val_size: float) -> list[str]:
+    counts = dataset.label_counts()
     small = {label: n for label, n in counts.items() if n < 2}
     if small:
         raise DataError(
@@ -227,18 +348,52 @@ def train_val_split(dataset: TextDataset, val_size: float = 0.1, seed: int = 42)
             f"cannot make a stratified split of {len(dataset)} rows into {len(counts)} classes with "
             f"val_size={val_size}: each side needs at least one row per class; change --val-size or pass --validation"
         )
-    indices = np.arange(len(dataset))
-    train_idx, val_idx = train_test_split(indices, test_size=n_val, random_state=seed, stratify=dataset.labels)
-    return dataset.subset(sorted(train_idx)), dataset.subset(sorted(val_idx))
+    return dataset.labels
+
+
+def _multi_label_strata(dataset: TextDataset, n_val: int) -> list[str] | None:
+    counts = dataset.label_counts()
+    rank = {label: k for k, label in enumerate(dataset.classes)}
+    # The rarest label of each row (ties: the first in label order); "" for rows without a label.
+    keys = [min(row, key=lambda label: (counts[label], rank[label])) if row else "" for row in dataset.labels]
+    sizes = Counter(keys)
+    keys = [key if sizes[key] >= 2 else "\x00pooled" for key in keys]
+    sizes = Counter(keys)
+    if min(sizes.values()) < 2 or n_val < len(sizes) or len(dataset) - n_val < len(sizes):
+        logger.info(
+            "split %s at random: %d rows are too few to stratify %d rarest-label groups",
+            dataset.source,
+            len(dataset),
+            len(sizes),
+        )
+        return None
+    return keys
+
+
+def _move_unseen_to_train(dataset: TextDataset, train_idx: np.ndarray, val_idx: np.ndarray):
+    seen = {label for i in train_idx for label in dataset.labels[i]}
+    moved = [i for i in val_idx if not set(dataset.labels[i]) <= seen]
+    if moved:
+        logger.info("moved %d validation row(s) with labels no training row has to train", len(moved))
+        train_idx = np.concatenate([train_idx, moved])
+        val_idx = np.setdiff1d(val_idx, moved)
+    return train_idx, val_idx
 
 
 def check_validation(train: TextDataset, validation: TextDataset) -> None:
-    """Refuse validation labels unseen in train; warn on texts that are in both.
+    """Refuse validation labels unseen in train, and multi-label validation for single-label training; warn on texts
+    that are in both.
 
     Raises:
-        DataError: The validation data has labels the training data lacks.
+        DataError: The validation data has labels the training data lacks, or is multi-label while the training
+            data is not.
     """
-    unseen = sorted(set(validation.labels) - set(train.labels))
+    if validation.multi_label and not train.multi_label:
+        raise DataError(
+            f"validation data {validation.source} has several labels per text but the training data {train.source} "
+            "has one; read both with the same --label-sep"
+        )
+    unseen = sorted(set(validation.classes) - set(train.classes))
     if unseen:
         raise DataError(
             f"validation labels {unseen} do not occur in the training data {train.source} "
@@ -418,6 +573,12 @@ def _require_columns(frame: pd.DataFrame, expected: list[str], path: Path) -> No
             f"expected columns {sorted(expected)} in {path} but found {found}; pass --text-column/--label-column "
             "to name the right ones"
         )
+
+
+def _cell_value(value) -> str | tuple[str, ...] | None:
+    if _is_label_collection(value):  # a list cell (JSON array, Parquet/Arrow list): its items as strings
+        return tuple(item for item in map(_cell_to_str, value) if item is not None)
+    return _cell_to_str(value)
 
 
 def _cell_to_str(value) -> str | None:

@@ -1,4 +1,5 @@
-"""Classification metrics, computed with scikit-learn, offline. Pure functions over label names."""
+"""Classification metrics, computed with scikit-learn, offline. Pure functions over label names (single-label) or
+label-name sets (multi-label)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,42 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .data import TextDataset
+from .data import TextDataset, multi_hot
 from .exceptions import ConfigError, DataError
 
 if TYPE_CHECKING:
     from .model import TextClassifier
 
-__all__ = ["compute_metrics", "evaluate", "collapse_warning", "minority_label", "tune_threshold"]
+__all__ = [
+    "compute_metrics",
+    "check_labels",
+    "multi_label_metrics",
+    "evaluate",
+    "collapse_warning",
+    "minority_label",
+    "tune_threshold",
+    "tune_thresholds",
+]
+
+# Multi-label collapse: the most common predicted label set covers at least this share of the texts. Not 100% as for
+# single-label models: a sigmoid head that learned "no label" still fires on the odd text.
+COLLAPSE_SHARE = 0.95
 
 
 def compute_metrics(
-    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str], positive_label: str | None = None
+    y_true: Sequence[str] | Sequence[Sequence[str]],
+    y_pred: Sequence[str] | Sequence[Sequence[str]],
+    labels: Sequence[str],
+    positive_label: str | None = None,
 ) -> dict[str, Any]:
     """Accuracy, F1 averages, MCC, per-class scores and the confusion matrix of predicted label names.
 
+    For multi-label data (each item of ``y_true`` and ``y_pred`` a collection of label names) the metrics are those
+    of :func:`multi_label_metrics`.
+
     Args:
-        y_true: True label names.
-        y_pred: Predicted label names.
+        y_true: True label names (multi-label: label-name sets).
+        y_pred: Predicted label names (multi-label: label-name sets).
         labels: All label names of the model, in id order; fixes the order of the per-class scores and the matrix.
         positive_label: For a two-label model, the class whose precision, recall, F1 and specificity are reported.
 
@@ -42,6 +62,8 @@ def compute_metrics(
     labels = list(labels)
     if len(y_true) == 0:
         raise DataError("cannot compute metrics on an empty dataset; give at least one labelled text")
+    if not isinstance(y_true[0], str):
+        return multi_label_metrics(multi_hot(y_true, labels), multi_hot(y_pred, labels), labels)
     precision, recall, f1, support = prfs(y_true, y_pred, labels=labels, zero_division=0)
     metrics: dict[str, Any] = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
@@ -49,15 +71,63 @@ def compute_metrics(
         "micro_f1": float(f1_score(y_true, y_pred, labels=labels, average="micro", zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
         "mcc": float(matthews_corrcoef(y_true, y_pred)),
-        "per_class": {
-            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
-        },
+        "per_class": _per_class(labels, precision, recall, f1, support),
         "confusion_matrix": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
     }
     if len(labels) == 2 and positive_label is not None:
         metrics.update(_binary_metrics(metrics, positive_label))
     return metrics
+
+
+def multi_label_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """The metrics of a multi-label task from 0/1 matrices of shape ``(n_texts, n_labels)``.
+
+    Args:
+        y_true: True label sets, multi-hot (see :func:`bertfit.data.multi_hot`).
+        y_pred: Predicted label sets, multi-hot.
+        labels: The label names of the columns.
+
+    Returns:
+        A JSON-ready dict: ``accuracy`` and ``subset_accuracy`` (the same number: the share of texts whose predicted
+        set is exactly right), ``hamming_loss`` (the share of wrong label decisions), ``micro_precision``,
+        ``micro_recall``, ``micro_f1`` (over all label decisions), ``macro_f1`` (the mean of the labels' F1),
+        ``weighted_f1`` (weighted by support), ``samples_f1`` (the mean over texts of the F1 of each text's set; 1
+        for a correctly empty prediction) and ``per_class`` ({label: {precision, recall, f1, support}}).
+
+    >>> m = multi_label_metrics(np.array([[1, 0], [1, 1]]), np.array([[1, 0], [1, 0]]), ["a", "b"])
+    >>> m["subset_accuracy"], m["hamming_loss"], round(m["micro_f1"], 4)
+    (0.5, 0.25, 0.8)
+    """
+    from sklearn.metrics import f1_score
+    from sklearn.metrics import precision_recall_fscore_support as prfs
+
+    y_true, y_pred = np.asarray(y_true, dtype=bool), np.asarray(y_pred, dtype=bool)
+    if len(y_true) == 0:
+        raise DataError("cannot compute metrics on an empty dataset; give at least one labelled text")
+    precision, recall, f1, support = prfs(y_true, y_pred, zero_division=0)
+    micro_p, micro_r, micro_f1, _ = prfs(y_true, y_pred, average="micro", zero_division=0)
+    overlap = (y_true & y_pred).sum(axis=1)
+    sizes = y_true.sum(axis=1) + y_pred.sum(axis=1)
+    subset_accuracy = float((y_true == y_pred).all(axis=1).mean())
+    return {
+        "accuracy": subset_accuracy,
+        "subset_accuracy": subset_accuracy,
+        "hamming_loss": float((y_true != y_pred).mean()),
+        "micro_precision": float(micro_p),
+        "micro_recall": float(micro_r),
+        "micro_f1": float(micro_f1),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "samples_f1": float(np.where(sizes > 0, 2 * overlap / np.maximum(sizes, 1), 1.0).mean()),
+        "per_class": _per_class(list(labels), precision, recall, f1, support),
+    }
+
+
+def _per_class(labels: list[str], precision, recall, f1, support) -> dict[str, dict[str, float | int]]:
+    return {
+        label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+    }
 
 
 def _binary_metrics(metrics: dict[str, Any], positive_label: str) -> dict[str, Any]:
@@ -87,8 +157,15 @@ def minority_label(labels: Sequence[str]) -> str:
     return min(sorted(counts, reverse=True), key=lambda label: counts[label])
 
 
-def collapse_warning(y_true: Sequence[str], y_pred: Sequence[str]) -> str | None:
-    """A warning text when the predictions hold a single class while the truth holds several, else None."""
+def collapse_warning(y_true: Sequence[str] | Sequence[Sequence[str]], y_pred: Sequence) -> str | None:
+    """A warning text when the model collapsed, else None.
+
+    Single-label: the predictions hold a single class while the truth holds several. Multi-label (items are label
+    sets): one predicted set, often the empty one, covers at least :data:`COLLAPSE_SHARE` of the texts while the truth
+    holds several sets.
+    """
+    if len(y_pred) and not isinstance(y_pred[0], str):
+        return _multi_label_collapse(y_true, y_pred)
     predicted = set(y_pred)
     if len(predicted) != 1 or len(set(y_true)) < 2:
         return None
@@ -96,14 +173,35 @@ def collapse_warning(y_true: Sequence[str], y_pred: Sequence[str]) -> str | None
     share = sum(label == only for label in y_true) / len(y_true)
     return (
         f"MODEL COLLAPSE: the model predicts {only!r} for every validation text. Its accuracy ({share:.1%}) is just "
-        f"the share of {only!r} in the data, and every other class has F1 = 0. Try: a lower learning rate "
-        "(--lr 3e-5), more epochs (--epochs), more examples of the rare classes, and check that texts and labels "
-        "are paired correctly."
+        f"the share of {only!r} in the data, and every other class has F1 = 0. {_COLLAPSE_ADVICE}"
+    )
+
+
+_COLLAPSE_ADVICE = (
+    "Try: a lower learning rate (--lr 3e-5), more epochs (--epochs), more examples of the rare classes, and check "
+    "that texts and labels are paired correctly."
+)
+
+
+def _multi_label_collapse(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]) -> str | None:
+    truth = [tuple(row) for row in y_true]
+    if len(set(truth)) < 2:
+        return None
+    top, count = Counter(tuple(row) for row in y_pred).most_common(1)[0]
+    if count < COLLAPSE_SHARE * len(y_pred):
+        return None
+    named = f"the labels {list(top)}" if top else "no label at all"
+    return (
+        f"MODEL COLLAPSE: the model predicts {named} for {count / len(y_pred):.1%} of the validation texts (at "
+        f"probability 0.5 per label), while only {truth.count(top) / len(truth):.1%} of them carry that label set: it "
+        f"has learned the label frequencies, not the texts. {_COLLAPSE_ADVICE}"
     )
 
 
 def evaluate(classifier: TextClassifier, dataset: TextDataset, positive_label: str | None = None) -> dict[str, Any]:
     """Predict ``dataset`` with ``classifier`` and compute :func:`compute_metrics` against its labels.
+
+    A multi-label model takes single-label data as label sets of one label each.
 
     Args:
         classifier: A fitted or loaded classifier.
@@ -111,20 +209,39 @@ def evaluate(classifier: TextClassifier, dataset: TextDataset, positive_label: s
         positive_label: Overrides the classifier's positive label of a binary task.
 
     Raises:
-        DataError: The data has labels the model does not know.
+        DataError: The data has labels the model does not know, or several labels per text for a single-label
+            model.
         NotFittedError: The classifier is not fitted.
 
     >>> metrics = evaluate(TextClassifier.from_pretrained("runs/sms_spam"), load_data("val.csv"))  # doctest: +SKIP
     """
+    dataset = check_labels(classifier, dataset)
+    predictions = classifier.predict(dataset.texts)
+    return compute_metrics(dataset.labels, predictions, classifier.labels, positive_label or classifier.positive_label)
+
+
+def check_labels(classifier: TextClassifier, dataset: TextDataset) -> TextDataset:
+    """``dataset`` with the classifier's kind of labels (label sets for a multi-label model), checked.
+
+    Raises:
+        DataError: The data has labels the model does not know, or several labels per text for a single-label
+            model.
+    """
     labels = classifier.labels
-    unknown = sorted(set(dataset.labels) - set(labels))
+    if classifier.multi_label:
+        dataset = dataset.as_multi_label()
+    elif dataset.multi_label:
+        raise DataError(
+            f"{dataset.source} has several labels per text but this model predicts one; evaluate a model trained "
+            "with --label-sep, or read the data without --label-sep"
+        )
+    unknown = sorted(set(dataset.classes) - set(labels))
     if unknown:
         raise DataError(
-            f"labels {unknown} of {dataset.source} are not labels of this model {labels}; "
-            "evaluate on data labelled with the model's classes (check --label-column)"
+            f"labels {unknown} of {dataset.source} are not labels of this model {labels}; evaluate on data labelled "
+            "with the model's classes (check --label-column, and --label-sep for multi-label data)"
         )
-    predictions = classifier.predict(dataset.texts)
-    return compute_metrics(dataset.labels, predictions, labels, positive_label or classifier.positive_label)
+    return dataset
 
 
 def tune_threshold(is_positive: Sequence[bool], scores: Sequence[float], objective: str = "f1") -> tuple[float, float]:
@@ -170,3 +287,31 @@ def tune_threshold(is_positive: Sequence[bool], scores: Sequence[float], objecti
         return 0.5, 0.0
     lower = ranked[ends[best] + 1] if ends[best] + 1 < len(ranked) else 0.0
     return float((ranked[ends[best]] + lower) / 2), float(value[best])
+
+
+def tune_thresholds(
+    y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], objective: str = "f1"
+) -> tuple[dict[str, float], dict[str, float]]:
+    """One decision threshold per label of a multi-label model: :func:`tune_threshold` on each label's column.
+
+    A label without a positive text in ``y_true`` keeps 0.5 (there is nothing to tune it on), as does a label whose
+    ``objective`` cannot be met.
+
+    Args:
+        y_true: True label sets, multi-hot, shape ``(n_texts, n_labels)``.
+        probs: Each label's probability, same shape.
+        labels: The label names of the columns.
+        objective: As for :func:`tune_threshold`, applied to each label.
+
+    Returns:
+        ``(thresholds, values)``: label -> threshold, and label -> the objective's value reached on these texts.
+
+    >>> tune_thresholds(np.array([[1, 0], [0, 0], [1, 0]]), np.array([[0.3, 0.1], [0.2, 0.9], [0.9, 0.2]]), "ab")
+    ({'a': 0.25, 'b': 0.5}, {'a': 1.0, 'b': 0.0})
+    """
+    y_true = np.asarray(y_true, dtype=bool)
+    tuned = [tune_threshold(y_true[:, k], probs[:, k], objective) for k in range(len(labels))]
+    return (
+        {label: threshold for label, (threshold, _) in zip(labels, tuned)},
+        {label: value for label, (_, value) in zip(labels, tuned)},
+    )

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import TextDataset, read_columns, sorted_labels
+from .data import TextDataset, label_set, read_columns, sorted_labels
 
 __all__ = [
     "explore",
@@ -67,7 +67,7 @@ def explore(
         text_column: Column holding the texts.
         label_column: Column holding the labels.
         label_sep: For multi-label data (e.g. ``"joy;love"``), the separator between a row's labels; label counts
-            then count rows that carry each label.
+            then count rows that carry each label. A label column of lists (JSONL, Parquet) is multi-label without it.
         sep: Field separator, as in :func:`bertfit.load_data`.
         encoding: Text encoding of the files.
         model_limit: The model's longest input in tokens; default: the tokenizer's ``model_max_length`` (512 when it
@@ -214,21 +214,16 @@ def _load_tokenizer(model: str):
 def _frame(data, *, text_column, label_column, sep, encoding, label_sep) -> pd.DataFrame:
     # Columns: text (str), labels (tuple of label names; empty when missing), source in .attrs.
     if isinstance(data, TextDataset):
-        frame = pd.DataFrame({"text": data.texts, "label": data.labels})
-        source = data.source
+        texts, labels, source = data.texts, data.labels, data.source
     else:
         path = Path(data)
         columns = read_columns(path, [text_column, label_column], sep=sep, encoding=encoding)
-        frame = pd.DataFrame({"text": columns[text_column], "label": columns[label_column]}).fillna("")
-        source = str(path)
-    label = frame["label"].str.strip()
-    if label_sep:
-        frame["labels"] = [tuple(sorted(p.strip() for p in v.split(label_sep) if p.strip())) for v in label]
-    else:
-        frame["labels"] = [(v,) if v else () for v in label]
+        texts, labels, source = columns[text_column], columns[label_column], str(path)
+    frame = pd.DataFrame({"text": texts}).fillna("")
+    frame["labels"] = [label_set(label, label_sep) for label in labels]
     frame.attrs["source"] = source
-    frame.attrs["multi_label"] = bool(label_sep)
-    return frame.drop(columns="label")
+    frame.attrs["multi_label"] = bool(label_sep) or any(isinstance(label, tuple) for label in labels)
+    return frame
 
 
 # -- statistics ----------------------------------------------------------------------------------------------------

@@ -23,10 +23,10 @@ from .model import (
     METRICS_FILE,
     TextClassifier,
     _LabelledPredictor,
-    _softmax,
     _write_json,
     atomic_directory,
     batched_logits,
+    decision_names,
     load_tokenizer,
     quiet_transformers,
 )
@@ -79,7 +79,7 @@ def export_onnx(
     Returns:
         ``output_dir``, ``quantize``, ``onnx_bytes``, ``texts`` (how many were re-evaluated) and, when the model has
         saved validation texts, ``accuracy_pytorch``, ``accuracy_onnx``, ``accuracy_change``, ``label_agreement``
-        and ``max_abs_prob_diff``.
+        and ``max_abs_prob_diff`` (multi-label models: accuracy and agreement compare whole label sets).
 
     Raises:
         ConfigError: ``quantize`` is not None or "int8".
@@ -184,11 +184,13 @@ def _compare(clf: TextClassifier, exported: OnnxClassifier, model_dir: Path) -> 
         logger.warning("%s has no %s; the export is not re-evaluated", model_dir, PREDICTIONS_FILE)
         return {"texts": 0}
     records = read_records(model_dir / PREDICTIONS_FILE)
-    texts, truth = [r["text"] for r in records], np.array([r["true_label"] for r in records])
+    texts = [r["text"] for r in records]
     logger.info("re-evaluating on %d validation texts", len(texts))
-    labels = np.array(clf.labels)
     probs_pt, probs_onnx = clf.predict_proba(texts), exported.predict_proba(texts)  # (n_texts, n_labels)
-    pred_pt, pred_onnx = labels[clf.decide(probs_pt)], labels[exported.decide(probs_onnx)]
+    # Label names, or label sets as tuples (multi-label: the accuracy is subset accuracy).
+    truth = _as_keys([r["true_labels"] if clf.multi_label else r["true_label"] for r in records])
+    pred_pt = _as_keys(decision_names(clf.decide(probs_pt), clf.labels))
+    pred_onnx = _as_keys(decision_names(exported.decide(probs_onnx), clf.labels))
     acc_pt, acc_onnx = float(np.mean(pred_pt == truth)), float(np.mean(pred_onnx == truth))
     return {
         "texts": len(texts),
@@ -198,6 +200,14 @@ def _compare(clf: TextClassifier, exported: OnnxClassifier, model_dir: Path) -> 
         "label_agreement": float(np.mean(pred_pt == pred_onnx)),
         "max_abs_prob_diff": float(np.abs(probs_pt - probs_onnx).max()),
     }
+
+
+def _as_keys(predictions: list) -> np.ndarray:
+    """A 1-d object array of label names or label-set tuples, for element-wise comparison."""
+    keys = np.empty(len(predictions), dtype=object)
+    for i, prediction in enumerate(predictions):
+        keys[i] = prediction if isinstance(prediction, str) else tuple(prediction)
+    return keys
 
 
 class OnnxClassifier(_LabelledPredictor):
@@ -282,7 +292,8 @@ class OnnxClassifier(_LabelledPredictor):
         return cls(path / ONNX_FILE, load_tokenizer(str(path)), info, metrics, batch_size=batch_size, threads=threads)
 
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Class probabilities in :attr:`labels` order: ``(n_texts, n_labels)``, or ``(n_labels,)`` for a string."""
+        """Class probabilities in :attr:`labels` order (sigmoids for a multi-label model): ``(n_texts, n_labels)``, or
+        ``(n_labels,)`` for a string."""
         logits = batched_logits(
             self.tokenizer_,
             [texts] if isinstance(texts, str) else list(texts),
@@ -292,7 +303,7 @@ class OnnxClassifier(_LabelledPredictor):
             self.batch_size,
             tensors="np",
         )
-        probs = _softmax(logits)
+        probs = self._probabilities(logits)
         return probs[0] if isinstance(texts, str) else probs
 
     def _forward(self, batch) -> np.ndarray:

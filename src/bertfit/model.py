@@ -1,5 +1,10 @@
 """TextClassifier: a fine-tuned encoder with its tokenizer and label names; load, save and predict.
 
+A single-label model turns its logits into probabilities with a softmax and predicts one label per text; a
+multi-label model (``"multi_label": true`` in ``bertfit.json``, ``problem_type="multi_label_classification"`` in
+``config.json``) uses a sigmoid per label and predicts the set of labels whose probability reaches that label's
+threshold.
+
 A saved model directory is a standard Hugging Face one (``model.safetensors``, ``config.json`` with ``id2label``,
 tokenizer files) that ``transformers.pipeline("text-classification", model=DIR)`` loads, plus ``bertfit.json``
 (labels, options, data fingerprint, versions, per-epoch history) and ``metrics.json`` (final validation metrics).
@@ -16,7 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +32,12 @@ from .exceptions import ConfigError, ModelError, NotFittedError, OutputExistsErr
 __all__ = [
     "TextClassifier",
     "decide",
+    "decision_names",
     "default_model_path",
     "resolve_model",
     "resolve_precision",
     "DEFAULT_MODEL_PACKAGE",
+    "MULTI_LABEL_PROBLEM",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,6 +48,7 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 BERTFIT_FILE = "bertfit.json"
 METRICS_FILE = "metrics.json"
+MULTI_LABEL_PROBLEM = "multi_label_classification"  # transformers' problem_type: sigmoid + BCE-with-logits loss
 
 
 @functools.lru_cache(maxsize=1)
@@ -245,6 +253,20 @@ class _LabelledPredictor:
         return float(threshold) if isinstance(threshold, (int, float)) else None
 
     @property
+    def multi_label(self) -> bool:
+        """Whether the model predicts a set of labels per text (sigmoid outputs) rather than one label (softmax)."""
+        self._check_fitted()
+        return bool(self.info_.get("multi_label"))
+
+    @property
+    def thresholds(self) -> dict[str, float] | None:
+        """A multi-label model's decision threshold per label (tuned on validation; 0.5 where not tuned), else None."""
+        if not self.multi_label:
+            return None
+        saved = self.info_.get("thresholds") or {}
+        return {label: float(saved.get(label, 0.5)) for label in self.labels}
+
+    @property
     def max_length(self) -> int:
         """Longest input in tokens; longer texts are truncated."""
         self._check_fitted()
@@ -256,21 +278,36 @@ class _LabelledPredictor:
         self._check_fitted()
         return self.metrics_
 
-    def predict(self, texts: str | Sequence[str]) -> str | list[str]:
+    def predict(self, texts: str | Sequence[str]) -> str | list[str] | list[list[str]]:
         """Predicted label names: one string for a string, a list for a list.
+
+        A multi-label model predicts a list of label names per text instead (in label order; empty when no label
+        reaches its threshold): one list for a string, a list of lists for a list.
 
         >>> clf.predict(["free prize, call now", "see you at 7"])  # doctest: +SKIP
         ['spam', 'ham']
+        >>> emotions.predict(["thanks, I love it", "ok"])  # doctest: +SKIP
+        [['gratitude', 'love'], []]
         """
         probs = self.predict_proba(texts)
-        labels = self.labels
         if isinstance(texts, str):
-            return labels[int(self.decide(probs[None, :])[0])]
-        return [labels[i] for i in self.decide(probs)]
+            return decision_names(self.decide(probs[None, :]), self.labels)[0]
+        return decision_names(self.decide(probs), self.labels)
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
-        """The predicted label index of each row of ``probs`` (shape ``(n_texts, n_labels)``): see :func:`decide`."""
-        return decide(probs, self.labels, self.positive_label, self.threshold)
+        """The decisions on ``probs`` (shape ``(n_texts, n_labels)``) by the saved thresholds: see :func:`decide`."""
+        return decide(
+            probs,
+            self.labels,
+            self.positive_label,
+            self.threshold,
+            multi_label=self.multi_label,
+            thresholds=self.thresholds,
+        )
+
+    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Logits ``(n_texts, n_labels)`` to probabilities: a sigmoid per label (multi-label) or a softmax."""
+        return _sigmoid(logits) if self.multi_label else _softmax(logits)
 
 
 class TextClassifier(_LabelledPredictor):
@@ -359,7 +396,8 @@ class TextClassifier(_LabelledPredictor):
 
         Args:
             texts: Training texts.
-            labels: One label (string or integer) per text.
+            labels: One label (string or integer) per text, or one list of labels per text for a multi-label model
+                (see also ``config.label_sep``).
             validation: ``(texts, labels)`` to select the best epoch on; default: a stratified share of the
                 training data (``config.val_size``).
 
@@ -377,8 +415,8 @@ class TextClassifier(_LabelledPredictor):
         config = self.config or TrainConfig()
         if self.model_name_or_path is not None:
             config = TrainConfig.from_dict({**config.to_dict(), "model_name_or_path": self.model_name_or_path})
-        train_data = TextDataset(list(texts), [str(label) for label in labels])
-        val_data = None if validation is None else TextDataset(list(validation[0]), [str(v) for v in validation[1]])
+        train_data = TextDataset(list(texts), list(labels))
+        val_data = None if validation is None else TextDataset(list(validation[0]), list(validation[1]))
         trained = train(config, train_data, val_data)
         self._set_state(trained.model_, trained.tokenizer_, trained.info_, trained.metrics_)
         self.validation_predictions_ = getattr(trained, "validation_predictions_", None)
@@ -387,7 +425,8 @@ class TextClassifier(_LabelledPredictor):
     # -- prediction ----------------------------------------------------------------------------------------------
 
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Class probabilities, columns in :attr:`labels` order.
+        """Class probabilities, columns in :attr:`labels` order: a softmax over the labels, or for a multi-label
+        model each label's own sigmoid probability (rows need not sum to 1).
 
         Args:
             texts: One text or a list of texts.
@@ -396,7 +435,7 @@ class TextClassifier(_LabelledPredictor):
             Shape ``(n_texts, n_labels)``, or ``(n_labels,)`` for a single string.
         """
         logits = self._logits([texts] if isinstance(texts, str) else list(texts))
-        probs = _softmax(logits)
+        probs = self._probabilities(logits)
         return probs[0] if isinstance(texts, str) else probs
 
     def _logits(self, texts: list[str]) -> np.ndarray:
@@ -446,6 +485,7 @@ class TextClassifier(_LabelledPredictor):
                 "labels": [str(id2label[i]) for i in range(len(id2label))],
                 "max_length": model_max_length(tokenizer, model.config),
                 "base_model": str(path),
+                "multi_label": model.config.problem_type == MULTI_LABEL_PROBLEM,
             }
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
         clf = cls._from_trained(
@@ -515,20 +555,56 @@ def batched_logits(
 
 
 def decide(
-    probs: np.ndarray, labels: Sequence[str], positive_label: str | None = None, threshold: float | None = None
+    probs: np.ndarray,
+    labels: Sequence[str],
+    positive_label: str | None = None,
+    threshold: float | None = None,
+    *,
+    multi_label: bool = False,
+    thresholds: Mapping[str, float] | None = None,
 ) -> np.ndarray:
-    """The predicted label index per row of ``probs`` (shape ``(n_texts, n_labels)``): the most probable label, or,
-    for two labels with a threshold, the positive label exactly when its probability reaches the threshold.
+    """The decisions on ``probs`` (shape ``(n_texts, n_labels)``).
+
+    Single-label: the predicted label index per row, shape ``(n_texts,)``: the most probable label, or, for two labels
+    with a threshold, the positive label exactly when its probability reaches the threshold.
+
+    Multi-label: a boolean matrix of the same shape as ``probs``: each label whose probability reaches its threshold
+    in ``thresholds`` (0.5 for a label left out). A row may be all False: no label is predicted then (never the most
+    probable one by force).
 
     >>> decide(np.array([[0.7, 0.3], [0.2, 0.8]]), ["ham", "spam"], "spam", threshold=0.25).tolist()
     [1, 1]
+    >>> probs = np.array([[0.7, 0.3], [0.2, 0.1]])
+    >>> decide(probs, ["joy", "love"], multi_label=True, thresholds={"love": 0.25}).tolist()
+    [[True, True], [False, False]]
     """
+    if multi_label:
+        cut = np.array([(thresholds or {}).get(label, 0.5) for label in labels], dtype=np.float64)
+        return np.asarray(probs) >= cut  # (n_texts, n_labels)
     if len(probs) == 0:
         return np.zeros(0, dtype=np.int64)
     if threshold is None or len(labels) != 2 or positive_label not in labels:
         return np.argmax(probs, axis=1)
     pos = list(labels).index(positive_label)
     return np.where(probs[:, pos] >= threshold, pos, 1 - pos)
+
+
+def decision_names(decisions: np.ndarray, labels: Sequence[str]) -> list[str] | list[list[str]]:
+    """The label names of :func:`decide`'s output: one name per row, or (multi-label) one list of names per row.
+
+    >>> decision_names(np.array([[True, False], [True, True]]), ["joy", "love"])
+    [['joy'], ['joy', 'love']]
+    """
+    labels = list(labels)
+    if decisions.ndim == 2:
+        return [[label for label, chosen in zip(labels, row) if chosen] for row in decisions]
+    return [labels[k] for k in decisions]
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    from scipy.special import expit  # no overflow warning for large negative logits, unlike 1 / (1 + exp(-x))
+
+    return expit(logits)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,4 +1,7 @@
-"""Prediction over files: stream the input in chunks, write label, score and class probabilities in input order."""
+"""Prediction over files: stream the input in chunks, write label, score and class probabilities in input order.
+
+A multi-label model's rows hold ``labels`` (the predicted label set) instead of ``label`` and ``score``.
+"""
 
 from __future__ import annotations
 
@@ -16,38 +19,49 @@ import numpy as np
 
 from .data import iter_text_chunks
 from .exceptions import DataError, OutputExistsError
-from .model import TextClassifier
+from .model import TextClassifier, decision_names
 
-__all__ = ["predict_file", "prediction_rows", "BatchPredictor"]
+__all__ = ["predict_file", "prediction_rows", "label_separator", "BatchPredictor"]
 
 logger = logging.getLogger(__name__)
 
 _OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _WORKER_CHUNK_SIZE = 1024
+DEFAULT_LABEL_SEP = ";"
 
 
 def prediction_rows(classifier: TextClassifier, texts: list[str]) -> list[dict]:
     """One dict per text: ``text``, ``label``, ``score`` (probability of that label) and ``prob_<label>`` per class.
 
+    For a multi-label model: ``text``, ``labels`` (the list of predicted label names, in label order; empty when no
+    label reaches its threshold) and ``prob_<label>`` per label.
+
     >>> prediction_rows(clf, ["see you at 7"])  # doctest: +SKIP
     [{'text': 'see you at 7', 'label': 'ham', 'score': 0.998, 'prob_ham': 0.998, 'prob_spam': 0.002}]
+    >>> prediction_rows(emotions, ["thanks, I love it"])  # doctest: +SKIP
+    [{'text': 'thanks, I love it', 'labels': ['gratitude', 'love'], 'prob_admiration': 0.03, ...}]
     """
     labels = classifier.labels
     probs = classifier.predict_proba(texts)
-    best = classifier.decide(probs)
+    decisions = classifier.decide(probs)
+    probabilities = [{f"prob_{lab}": float(v) for lab, v in zip(labels, p)} for p in probs]
+    if classifier.multi_label:
+        names = decision_names(decisions, labels)
+        return [{"text": text, "labels": chosen, **prob} for text, chosen, prob in zip(texts, names, probabilities)]
     return [
-        {
-            "text": text,
-            "label": labels[k],
-            "score": float(p[k]),
-            **{f"prob_{lab}": float(v) for lab, v in zip(labels, p)},
-        }
-        for text, p, k in zip(texts, probs, best)
+        {"text": text, "label": labels[k], "score": float(p[k]), **prob}
+        for text, p, k, prob in zip(texts, probs, decisions, probabilities)
     ]
 
 
+def label_separator(classifier: TextClassifier) -> str:
+    """What joins a multi-label prediction in CSV output: the model's training ``label_sep``, else ``";"``."""
+    return (classifier.info_.get("config") or {}).get("label_sep") or DEFAULT_LABEL_SEP
+
+
 class BatchPredictor:
-    """A callable for batch engines that adds ``label``, ``score`` and ``prob_<label>`` columns to each batch.
+    """A callable for batch engines that adds ``label``, ``score`` and ``prob_<label>`` columns to each batch
+    (a multi-label model: ``labels``, each row's list of predicted labels, and ``prob_<label>``).
 
     It loads the model once (per engine worker) and takes a batch as a dict of columns or a pandas DataFrame, so it
     fits Ray Data's ``map_batches`` on a cluster as well as ``datasets.Dataset.map(batched=True)`` on one machine.
@@ -69,13 +83,24 @@ class BatchPredictor:
         texts = [str(text) for text in batch[self.text_column]]
         probs = self.classifier.predict_proba(texts)  # (n_texts, n_labels)
         labels = self.classifier.labels
-        best = self.classifier.decide(probs)
+        decisions = self.classifier.decide(probs)
         out = batch.copy()
-        out["label"] = np.array([labels[k] for k in best], dtype=object)
-        out["score"] = probs[np.arange(len(texts)), best]
+        if self.classifier.multi_label:
+            out["labels"] = _list_column(decision_names(decisions, labels))
+        else:
+            out["label"] = np.array(decision_names(decisions, labels), dtype=object)
+            out["score"] = probs[np.arange(len(texts)), decisions]
         for k, label in enumerate(labels):
             out[f"prob_{label}"] = probs[:, k]
         return out
+
+
+def _list_column(lists: list[list[str]]) -> np.ndarray:
+    # A 1-d object array of lists; np.array(lists) would make a 2-d array of names when the lists are of equal length.
+    column = np.empty(len(lists), dtype=object)
+    for i, values in enumerate(lists):
+        column[i] = values
+    return column
 
 
 def predict_file(
@@ -89,12 +114,15 @@ def predict_file(
     chunk_size: int = 10_000,
     overwrite: bool = False,
     num_workers: int = 1,
+    label_sep: str | None = None,
 ) -> int:
     """Predict every text of ``input_path`` and write the rows of :func:`prediction_rows` to ``output_path``.
 
     The input is read in chunks, so memory stays flat whatever its size; the output (CSV or JSONL, by suffix) keeps
     the input order and appears only when complete. With ``num_workers > 1``, that many processes (each holding a
-    copy of the model and an equal share of the CPU threads) predict chunks of the file in parallel.
+    copy of the model and an equal share of the CPU threads) predict chunks of the file in parallel. A multi-label
+    model's ``labels`` are a list in JSONL and one cell joined by ``label_sep`` in CSV (default: the separator the
+    model was trained with, else ``";"``).
 
     Returns:
         The number of rows written.
@@ -116,7 +144,9 @@ def predict_file(
     rows_written = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            fields = ["text", "label", "score"] + [f"prob_{label}" for label in classifier.labels]
+            predicted = ["labels"] if classifier.multi_label else ["label", "score"]
+            fields = ["text", *predicted] + [f"prob_{label}" for label in classifier.labels]
+            joiner = label_sep or label_separator(classifier)
             writer = csv.DictWriter(handle, fieldnames=fields) if kind == "csv" else None
             if writer is not None:
                 writer.writeheader()
@@ -125,7 +155,7 @@ def predict_file(
             chunks = iter_text_chunks(input_path, text_column, sep=sep, encoding=encoding, chunk_size=chunk_size)
             for rows in _predicted_chunks(classifier, chunks, num_workers):
                 if writer is not None:
-                    writer.writerows(rows)
+                    writer.writerows(_joined(rows, joiner) if classifier.multi_label else rows)
                 else:
                     handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
                 rows_written += len(rows)
@@ -135,6 +165,10 @@ def predict_file(
         if os.path.exists(tmp):
             os.remove(tmp)
     return rows_written
+
+
+def _joined(rows: list[dict], label_sep: str) -> list[dict]:
+    return [{**row, "labels": label_sep.join(row["labels"])} for row in rows]
 
 
 def _predicted_chunks(classifier: TextClassifier, chunks: Iterable[list[str]], num_workers: int) -> Iterator[list]:

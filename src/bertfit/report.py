@@ -1,10 +1,11 @@
 """The training report: one self-contained ``report.html`` (plots embedded as PNG data URIs, no scripts, no network).
 
 It shows the config and data summary, learning curves, the per-epoch table, per-class scores, a confusion-matrix
-heat map, precision-recall and ROC curves for binary tasks, the most confident validation mistakes, throughput and
-timings, and the environment. Every ``bertfit train`` writes it into the model directory, next to
-``validation_predictions.jsonl`` (what the report needs to be rebuilt: text, true label, predicted label and the class
-probabilities of every validation text); :func:`write_report` rebuilds it, optionally on another labelled file.
+heat map (single-label tasks), precision-recall and ROC curves for binary tasks, the most confident validation
+mistakes (true vs predicted label sets for multi-label tasks), throughput and timings, and the environment. Every
+``bertfit train`` writes it into the model directory, next to ``validation_predictions.jsonl`` (what the report needs
+to be rebuilt: text, true label, predicted label and the class probabilities of every validation text);
+:func:`write_report` rebuilds it, optionally on another labelled file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .exceptions import DataError, ModelError
+from .model import decision_names
 
 __all__ = ["build_report", "prediction_records", "write_report", "write_report_files", "REPORT_FILE"]
 
@@ -45,19 +47,28 @@ border-radius:6px}.muted{color:#666;font-size:.9rem}td.text{text-align:left;max-
 
 
 def prediction_records(
-    texts: Sequence[str], y_true: Sequence[str], probs: np.ndarray, labels: Sequence[str], best: np.ndarray
+    texts: Sequence[str],
+    y_true: Sequence[str] | Sequence[Sequence[str]],
+    probs: np.ndarray,
+    labels: Sequence[str],
+    best: np.ndarray,
 ) -> list[dict[str, Any]]:
     """One dict per text: ``text``, ``true_label``, ``label`` (predicted: the label index ``best`` of each row, see
-    ``TextClassifier.decide``), ``score`` and ``prob_<label>`` per class."""
+    ``TextClassifier.decide``), ``score`` and ``prob_<label>`` per class.
+
+    For a multi-label model (``best`` a boolean matrix of shape ``(n_texts, n_labels)``) the dict holds
+    ``true_labels`` and ``labels`` (predicted), both lists of label names, instead of ``true_label``, ``label`` and
+    ``score``.
+    """
+    probabilities = [{f"prob_{label}": round(float(v), 6) for label, v in zip(labels, p)} for p in probs]
+    if best.ndim == 2:
+        return [
+            {"text": text, "true_labels": list(truth), "labels": predicted, **prob}
+            for text, truth, predicted, prob in zip(texts, y_true, decision_names(best, labels), probabilities)
+        ]
     return [
-        {
-            "text": text,
-            "true_label": truth,
-            "label": labels[k],
-            "score": round(float(p[k]), 6),
-            **{f"prob_{label}": round(float(v), 6) for label, v in zip(labels, p)},
-        }
-        for text, truth, p, k in zip(texts, y_true, probs, best)
+        {"text": text, "true_label": truth, "label": labels[k], "score": round(float(p[k]), 6), **prob}
+        for text, truth, p, k, prob in zip(texts, y_true, probs, best, probabilities)
     ]
 
 
@@ -78,6 +89,7 @@ def write_report(
     label_column: str = "label",
     sep: str | None = None,
     encoding: str = "utf-8",
+    label_sep: str | None = None,
 ) -> Path:
     """Rebuild the report of a model directory, from its saved validation predictions or on ``data``.
 
@@ -89,6 +101,7 @@ def write_report(
         label_column: Column of ``data`` holding the labels.
         sep: Field separator of ``data``.
         encoding: Text encoding of ``data``.
+        label_sep: Separator between the labels of a multi-label cell of ``data``, e.g. ``";"``.
 
     Returns:
         The path written.
@@ -109,7 +122,7 @@ def write_report(
         records = read_records(model_dir / PREDICTIONS_FILE)
         metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
     else:
-        records, metrics = _evaluate_on(model_dir, data, text_column, label_column, sep, encoding)
+        records, metrics = _evaluate_on(model_dir, data, text_column, label_column, sep, encoding, label_sep)
         info = {**info, "report_data": str(data)}
     output = Path(output) if output else model_dir / REPORT_FILE
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -131,22 +144,18 @@ def read_records(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def _evaluate_on(model_dir, data, text_column, label_column, sep, encoding) -> tuple[list[dict], dict]:
+def _evaluate_on(model_dir, data, text_column, label_column, sep, encoding, label_sep) -> tuple[list[dict], dict]:
     from .data import load_data
-    from .evaluate import compute_metrics
+    from .evaluate import check_labels, compute_metrics
     from .model import TextClassifier
 
     classifier = TextClassifier.from_pretrained(model_dir)
-    dataset = load_data(data, text_column, label_column, sep=sep, encoding=encoding)
-    unknown = sorted(set(dataset.labels) - set(classifier.labels))
-    if unknown:
-        raise DataError(
-            f"labels {unknown} of {dataset.source} are not labels of this model {classifier.labels}; "
-            "build the report on data labelled with the model's classes (check --label-column)"
-        )
+    dataset = load_data(data, text_column, label_column, sep=sep, encoding=encoding, label_sep=label_sep)
+    dataset = check_labels(classifier, dataset)
     probs = classifier.predict_proba(dataset.texts)
-    records = prediction_records(dataset.texts, dataset.labels, probs, classifier.labels, classifier.decide(probs))
-    predicted = [r["label"] for r in records]
+    decisions = classifier.decide(probs)
+    records = prediction_records(dataset.texts, dataset.labels, probs, classifier.labels, decisions)
+    predicted = decision_names(decisions, classifier.labels)
     return records, compute_metrics(dataset.labels, predicted, classifier.labels, classifier.positive_label)
 
 
@@ -169,7 +178,7 @@ def build_report(info: dict[str, Any], metrics: dict[str, Any], records: list[di
         _summary(info, metrics),
         _config_and_data(info),
         _learning(info),
-        _per_class(metrics),
+        _per_class(info, metrics),
         _confusion(metrics),
         _binary_curves(info, metrics, records),
         _mistakes(records),
@@ -227,7 +236,11 @@ def _img(fig, alt: str) -> str:
 
 def _summary(info, metrics) -> str:
     best = info.get("best", {})
-    cards = [("accuracy", metrics["accuracy"]), ("macro-F1", metrics["macro_f1"]), ("MCC", metrics["mcc"])]
+    if "hamming_loss" in metrics:  # multi-label
+        names = (("subset_accuracy", "subset accuracy"), ("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"))
+        cards = [(name, metrics[key]) for key, name in (*names, ("hamming_loss", "Hamming loss"))]
+    else:
+        cards = [("accuracy", metrics["accuracy"]), ("macro-F1", metrics["macro_f1"]), ("MCC", metrics["mcc"])]
     if "positive_label" in metrics:
         cards.append((f"F1 of {metrics['positive_label']!r}", metrics["f1"]))
     card_html = "".join(f'<div class="card">{_e(name)}<b>{value:.4f}</b></div>' for name, value in cards)
@@ -235,9 +248,10 @@ def _summary(info, metrics) -> str:
     warnings = "".join(f'<p class="warn">{_e(w)}</p>' for w in info.get("warnings", []))
     epoch = best.get("epoch")
     picked = f"; best epoch {epoch:g} by {_e(best.get('metric'))}" if epoch is not None else ""
+    kind = "labels (multi-label: a set of labels per text)" if info.get("multi_label") else "classes"
     return (
         f'<header id="summary"><h1>bertfit training report</h1><p class="muted">{_e(info.get("base_model"))} '
-        f"fine-tuned on {len(info.get('labels', []))} classes; scores on {_e(evaluated)}{picked}. Built "
+        f"fine-tuned on {len(info.get('labels', []))} {kind}; scores on {_e(evaluated)}{picked}. Built "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by bertfit {_e(info.get('bertfit_version'))}."
         f'</p><div class="cards">{card_html}</div>{warnings}</header>'
     )
@@ -247,7 +261,8 @@ def _config_and_data(info) -> str:
     config = info.get("config", {})
     rows = [(key, json.dumps(value) if not isinstance(value, str) else value) for key, value in config.items()]
     rows.append(("max_length (used)", info.get("max_length")))
-    rows.append(("positive_label (used)", info.get("positive_label")))
+    if not info.get("multi_label"):
+        rows.append(("positive_label (used)", info.get("positive_label")))
     data = info.get("data", {})
     labels = info.get("labels", [])
     splits = [name for name in ("train", "validation") if name in data]
@@ -294,7 +309,8 @@ def _learning(info) -> str:
     for ax in (loss_ax, metric_ax):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    columns = [c for c in ("epoch", "step", "train_loss", "val_loss", "accuracy", "macro_f1", "mcc", "f1", "seconds")]
+    scores = ("micro_f1", "hamming_loss") if info.get("multi_label") else ()
+    columns = ("epoch", "step", "train_loss", "val_loss", "accuracy", *scores, "macro_f1", "mcc", "f1", "seconds")
     columns = [c for c in columns if any(c in row for row in history)]
     rows = [[_history_cell(c, row.get(c)) for c in columns] for row in history]
     classes = ["best" if row.get("epoch") == best_epoch else "" for row in history]
@@ -315,17 +331,29 @@ def _history_cell(column: str, value: Any) -> Any:
     return f"{value:g}" if column == "epoch" else f"{value:.1f}"
 
 
-def _per_class(metrics) -> str:
+def _per_class(info, metrics) -> str:
+    header = ["class", "precision", "recall", "f1", "support"]
     rows = [[label, s["precision"], s["recall"], s["f1"], s["support"]] for label, s in metrics["per_class"].items()]
     rows.append(["macro average", None, None, metrics["macro_f1"], sum(r[4] for r in rows)])
-    return _section(
-        "per-class",
-        "Per-class precision, recall and F1",
-        _table(["class", "precision", "recall", "f1", "support"], rows),
+    if not info.get("multi_label"):
+        return _section("per-class", "Per-class precision, recall and F1", _table(header, rows))
+    thresholds = info.get("thresholds") or {}
+    for row in rows[:-1]:
+        row.append(float(thresholds.get(row[0], 0.5)))
+    rows[-1].append(None)
+    rows.insert(-1, ["micro average", metrics["micro_precision"], metrics["micro_recall"], metrics["micro_f1"], None])
+    rows[-2].append(None)
+    note = (
+        "<p class='muted'>Support: the texts that carry the label. A label is predicted when its probability reaches "
+        "its threshold (tuned on validation, or 0.5); a text may get several labels or none.</p>"
     )
+    table = _table(["label", *header[1:], "threshold"], rows)
+    return _section("per-class", "Per-label precision, recall, F1 and threshold", table + note)
 
 
 def _confusion(metrics) -> str:
+    if "confusion_matrix" not in metrics:  # multi-label: the per-label table above takes its place
+        return ""
     from .explore import figure
 
     cm = metrics["confusion_matrix"]
@@ -383,21 +411,42 @@ def _binary_curves(info, metrics, records) -> str:
 
 
 def _mistakes(records) -> str:
-    wrong = sorted((r for r in records if r["label"] != r["true_label"]), key=lambda r: -r["score"])
     if not records:
         return ""
+    multi_label = "true_labels" in records[0]
+    # Sorted by confidence: the probability of the wrong label, or (multi-label) the largest error of any label's
+    # probability, i.e. the probability of a wrongly predicted label or 1 - that of a missed one.
+    confidence = _label_set_error if multi_label else (lambda r: r["score"])
+    truth = "true_labels" if multi_label else "true_label"
+    predicted = "labels" if multi_label else "label"
+    wrong = sorted((r for r in records if r[predicted] != r[truth]), key=lambda r: -confidence(r))
     if not wrong:
         return _section("mistakes", "Most confident mistakes", f"<p>No mistakes on {len(records):,} texts.</p>")
-    rows = [[r["text"], r["true_label"], r["label"], r["score"]] for r in wrong[:MISTAKES_SHOWN]]
+    shown = wrong[:MISTAKES_SHOWN]
+    if multi_label:
+        header = ["text", "true labels", "predicted labels", "largest error"]
+        rows = [[r["text"], _set(r["true_labels"]), _set(r["labels"]), confidence(r)] for r in shown]
+        missed = "get a label set other than their true one"
+    else:
+        header = ["text", "true label", "predicted label", "probability"]
+        rows = [[r["text"], r["true_label"], r["label"], r["score"]] for r in shown]
+        missed = "are misclassified"
     intro = (
-        f"<p>{len(wrong):,} of {len(records):,} texts are misclassified; the {len(rows)} the model was surest of "
+        f"<p>{len(wrong):,} of {len(records):,} texts {missed}; the {len(rows)} the model was surest of "
         "are below. Confident mistakes are often label errors in the data.</p>"
     )
-    return _section(
-        "mistakes",
-        "Most confident mistakes",
-        intro + _table(["text", "true label", "predicted label", "probability"], rows, left=3),
+    return _section("mistakes", "Most confident mistakes", intro + _table(header, rows, left=3))
+
+
+def _label_set_error(record: dict) -> float:
+    true = set(record["true_labels"])
+    return max(
+        abs(float(value) - (key[len("prob_") :] in true)) for key, value in record.items() if key.startswith("prob_")
     )
+
+
+def _set(labels: Sequence[str]) -> str:
+    return ", ".join(labels) if labels else "(none)"
 
 
 def _timings(info, records) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 from ._version import __version__
 from .config import PRECISIONS
 from .exceptions import ConfigError, MissingDependencyError
-from .model import TextClassifier, decide
+from .model import TextClassifier, decide, decision_names
 
 try:
     from fastapi import FastAPI, HTTPException, Request
@@ -51,12 +51,17 @@ class PredictRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str = Field(description="The predicted label (using the model's saved threshold, if any).")
-    score: float = Field(description="Probability of that label.")
-    probabilities: dict[str, float] = Field(description="Probability of every label, in label order.")
-    labels: list[str] | None = Field(
-        default=None, description="Labels over their per-label thresholds, when the model has those."
+    label: str | None = Field(
+        default=None,
+        description="The predicted label (using the model's saved threshold, if any); single-label models.",
     )
+    score: float | None = Field(default=None, description="Probability of that label; single-label models.")
+    labels: list[str] | None = Field(
+        default=None,
+        description="Multi-label models: the predicted label set, each label whose probability reaches its saved "
+        "threshold (empty when none does).",
+    )
+    probabilities: dict[str, float] = Field(description="Probability of every label, in label order.")
 
 
 class PredictResponse(BaseModel):
@@ -195,9 +200,9 @@ def create_app(
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     _add_error_handlers(app)
 
-    @app.post("/predict", response_model=PredictResponse)
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     async def predict(request: PredictRequest) -> dict[str, Any]:
-        """Label, score and class probabilities of each text."""
+        """Label, score and class probabilities of each text (multi-label models: the label set and probabilities)."""
         texts = request.texts
         if len(texts) > max_texts:
             raise HTTPException(422, f"at most {max_texts} texts per request, got {len(texts)}; split the request")
@@ -216,13 +221,15 @@ def create_app(
 
     @app.get("/info")
     async def model_info() -> dict[str, Any]:
-        """Labels, base model, max_length, threshold and the training metrics of the served model."""
+        """Labels, base model, max_length, thresholds and the training metrics of the served model."""
         return {
             "labels": labels,
+            "multi_label": bool(info.get("multi_label")),
             "base_model": _public_name(info.get("base_model")),
             "max_length": classifier.max_length,
             "positive_label": info.get("positive_label"),
             "threshold": info.get("threshold"),
+            "thresholds": info.get("thresholds"),
             "metrics": classifier.metrics,
             "limits": {"max_texts": max_texts, "max_chars": max_chars, "max_body_bytes": max_body_bytes},
             "bertfit_version": __version__,
@@ -260,19 +267,23 @@ def _predict_fn(classifier: TextClassifier, precision: str) -> Callable[[list[st
 
 
 def _decide(probs: np.ndarray, labels: Sequence[str], info: dict[str, Any]) -> dict[str, Any]:
-    """One prediction: argmax, or the saved threshold (a float on the positive class, or one per label)."""
+    """One prediction by the saved thresholds (see :func:`bertfit.model.decide`): label and score, or (multi-label)
+    the label set; with every label's probability."""
     threshold = info.get("threshold")
-    binary_threshold = threshold if isinstance(threshold, (int, float)) else None
-    best = int(decide(probs[None, :], labels, info.get("positive_label"), binary_threshold)[0])
-    out: dict[str, Any] = {}
-    if isinstance(threshold, dict):
-        out["labels"] = [label for label, p in zip(labels, probs) if p >= threshold.get(label, 0.5)]
-    return {
-        "label": labels[best],
-        "score": float(probs[best]),
-        "probabilities": {label: float(p) for label, p in zip(labels, probs)},
-        **out,
-    }
+    multi_label = bool(info.get("multi_label"))
+    decisions = decide(
+        probs[None, :],
+        labels,
+        info.get("positive_label"),
+        threshold if isinstance(threshold, (int, float)) else None,
+        multi_label=multi_label,
+        thresholds=info.get("thresholds"),
+    )
+    probabilities = {label: float(p) for label, p in zip(labels, probs)}
+    if multi_label:
+        return {"labels": decision_names(decisions, labels)[0], "probabilities": probabilities}
+    best = int(decisions[0])
+    return {"label": labels[best], "score": float(probs[best]), "probabilities": probabilities}
 
 
 def _public_name(name: str | None) -> str | None:
