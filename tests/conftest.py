@@ -78,15 +78,7 @@ def sentiment_csv(tmp_path) -> Path:
 
 
 # Training options that make the tiny model learn the sentiment data in about a second.
-# A random tiny model has random token embeddings: it only learns when they train too.
-TINY_TRAINING = {
-    "epochs": 5,
-    "batch_size": 8,
-    "learning_rate": 5e-3,
-    "precision": "fp32",
-    "warmup_ratio": 0.0,
-    "freeze_embeddings": False,
-}
+TINY_TRAINING = {"epochs": 5, "batch_size": 8, "learning_rate": 5e-3, "precision": "fp32", "warmup_ratio": 0.0}
 
 
 @pytest.fixture

@@ -29,7 +29,6 @@ def _fast_flags(tiny_model_dir) -> list[str]:
         "5e-3",
         "--precision",
         "fp32",
-        "--train-embeddings",
     ]
 
 
@@ -81,7 +80,7 @@ def test_config_file_and_flags_win(tiny_model_dir, sentiment_csv, tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text(
         f"model_name_or_path: {tiny_model_dir}\nepochs: 1\nbatch_size: 8\nlearning_rate: 5.0e-3\n"
-        "precision: fp32\nseed: 3\nfreeze_embeddings: false\n"
+        "precision: fp32\nseed: 3\n"
     )
     out = tmp_path / "model"
     result = run("train", "--data", sentiment_csv, "--config", config, "--epochs", "2", "--output-dir", out)

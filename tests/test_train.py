@@ -4,6 +4,7 @@ import functools
 import json
 
 import pytest
+import torch
 from conftest import sentiment_rows
 
 from bertfit import DataError, OutputExistsError, TextClassifier, TextDataset, train
@@ -267,3 +268,13 @@ def test_binary_threshold_is_tuned_and_saved(tiny_config, tmp_path):
     assert TextClassifier.from_pretrained(out).threshold == clf.threshold
     untuned = train(tiny_config(threshold_metric="none", epochs=1), _dataset())
     assert untuned.threshold is None and "threshold_tuning" not in untuned.info_
+
+
+def test_frozen_embeddings_stay_as_loaded(tiny_config, tiny_model_dir):
+    from transformers import AutoModel
+
+    clf = train(tiny_config(epochs=1, freeze_embeddings=True), _dataset())
+    loaded = AutoModel.from_pretrained(tiny_model_dir)
+    trained = clf.model_.base_model
+    assert torch.equal(trained.embeddings.word_embeddings.weight, loaded.embeddings.word_embeddings.weight)
+    assert not torch.equal(trained.encoder.layer[0].output.dense.weight, loaded.encoder.layer[0].output.dense.weight)

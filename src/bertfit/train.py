@@ -337,7 +337,7 @@ def _freeze_token_embeddings(model) -> None:
     table = model.get_input_embeddings().weight
     table.requires_grad_(False)
     logger.info(
-        "token embeddings frozen (%.1fM of %.1fM weights): faster steps; --train-embeddings trains them too",
+        "token embeddings frozen (%.1fM of %.1fM weights): faster steps (--train-embeddings trains them)",
         table.numel() / 1e6,
         sum(p.numel() for p in model.parameters()) / 1e6,
     )
