@@ -53,7 +53,8 @@ def trained(tiny_model_dir, tmp_path_factory):
     """A multi-label model trained once for this module: (in-memory classifier, saved directory)."""
     out = tmp_path_factory.mktemp("multilabel") / "model"
     config = TrainConfig(model_name_or_path=str(tiny_model_dir), output_dir=str(out), **ML_TRAINING)
-    return train(config, _dataset()), out
+    # 60 validation texts: every label has the 10 positives its threshold is tuned on.
+    return train(config, _dataset(200), _dataset(60, seed=1)), out
 
 
 # -- data ----------------------------------------------------------------------------------------------------------
@@ -128,9 +129,11 @@ def test_per_label_thresholds_find_the_best_f1():
     probs = np.array(
         [[0.9, 0.2, 0.1], [0.8, 0.7, 0.05], [0.6, 0.1, 0.0], [0.4, 0.3, 0.2], [0.3, 0.6, 0.15], [0.1, 0.2, 0.1]]
     )
-    thresholds, values = tune_thresholds(truth, probs, ["a", "b", "c"])
+    thresholds, values = tune_thresholds(truth, probs, ["a", "b", "c"], min_positives=2)
     assert thresholds == pytest.approx({"a": 0.35, "b": 0.5, "c": 0.125})
-    assert values == pytest.approx({"a": 6 / 7, "b": 0.0, "c": 1.0})
+    assert values == pytest.approx({"a": 6 / 7, "c": 1.0})
+    # By default a label needs 10 positive texts: a threshold fitted to 2 or 3 is noise.
+    assert tune_thresholds(truth, probs, ["a", "b", "c"]) == ({"a": 0.5, "b": 0.5, "c": 0.5}, {})
 
 
 def test_collapse_warning_for_a_model_that_predicts_no_label():

@@ -123,7 +123,8 @@ class TrainConfig:
             "help": "Binary tasks: tune the decision threshold on validation for f1 (the positive class's F1), "
             "'precision>=0.95' (the best recall at that precision), 'recall>=0.9' (the best precision at that "
             "recall), or none (predict the most probable class). Multi-label tasks: one threshold per label by the "
-            "same rule on that label's probability (labels absent from validation keep 0.5); none keeps 0.5."
+            "same rule on that label's probability (labels with fewer than 10 positive validation texts keep 0.5); "
+            "none keeps 0.5."
         },
     )
     eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation and prediction batch."})

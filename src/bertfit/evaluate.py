@@ -29,6 +29,12 @@ __all__ = [
 # Multi-label collapse: the most common predicted label set covers at least this share of the texts. Not 100% as for
 # single-label models: a sigmoid head that learned "no label" still fires on the odd text.
 COLLAPSE_SHARE = 0.95
+# A multi-label threshold is tuned only for a label with at least this many positive validation texts; the others
+# keep 0.5. The F1-best threshold of a handful of examples is noise: on GoEmotions (a model trained on 6,000 texts,
+# thresholds tuned on 1,000 validation texts, scored on 1,000 others) tuning every label with a positive gave micro-F1
+# 0.387 and Hamming loss 0.074, tuning those with 10 or more 0.480 and 0.050 (macro-F1 0.330 vs 0.301; micro-F1 with
+# 0.5 for every label: 0.401).
+MIN_POSITIVES_TO_TUNE = 10
 
 
 def compute_metrics(
@@ -290,28 +296,36 @@ def tune_threshold(is_positive: Sequence[bool], scores: Sequence[float], objecti
 
 
 def tune_thresholds(
-    y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], objective: str = "f1"
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    labels: Sequence[str],
+    objective: str = "f1",
+    *,
+    min_positives: int = MIN_POSITIVES_TO_TUNE,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """One decision threshold per label of a multi-label model: :func:`tune_threshold` on each label's column.
 
-    A label without a positive text in ``y_true`` keeps 0.5 (there is nothing to tune it on), as does a label whose
-    ``objective`` cannot be met.
+    A label with fewer than ``min_positives`` positive texts in ``y_true`` keeps 0.5 (none: nothing to tune on; a
+    few: a threshold fitted to them is noise), as does a label whose ``objective`` cannot be met.
 
     Args:
         y_true: True label sets, multi-hot, shape ``(n_texts, n_labels)``.
         probs: Each label's probability, same shape.
         labels: The label names of the columns.
         objective: As for :func:`tune_threshold`, applied to each label.
+        min_positives: The fewest positive texts a label's threshold is tuned on.
 
     Returns:
-        ``(thresholds, values)``: label -> threshold, and label -> the objective's value reached on these texts.
+        ``(thresholds, values)``: label -> threshold (every label), and label -> the objective's value reached on
+        these texts (the tuned labels only).
 
-    >>> tune_thresholds(np.array([[1, 0], [0, 0], [1, 0]]), np.array([[0.3, 0.1], [0.2, 0.9], [0.9, 0.2]]), "ab")
-    ({'a': 0.25, 'b': 0.5}, {'a': 1.0, 'b': 0.0})
+    >>> truth, probs = np.array([[1, 0], [0, 0], [1, 0]]), np.array([[0.3, 0.1], [0.2, 0.9], [0.9, 0.2]])
+    >>> tune_thresholds(truth, probs, ["a", "b"], min_positives=1)
+    ({'a': 0.25, 'b': 0.5}, {'a': 1.0})
     """
     y_true = np.asarray(y_true, dtype=bool)
-    tuned = [tune_threshold(y_true[:, k], probs[:, k], objective) for k in range(len(labels))]
-    return (
-        {label: threshold for label, (threshold, _) in zip(labels, tuned)},
-        {label: value for label, (_, value) in zip(labels, tuned)},
-    )
+    thresholds, values = dict.fromkeys(labels, 0.5), {}
+    for k, label in enumerate(labels):
+        if y_true[:, k].sum() >= max(min_positives, 1):
+            thresholds[label], values[label] = tune_threshold(y_true[:, k], probs[:, k], objective)
+    return thresholds, values

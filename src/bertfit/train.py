@@ -43,6 +43,7 @@ from .cache import cache_directory, tokenize_cached
 from .config import MAX_POS_WEIGHT, SINGLE_LABEL_METRICS, TrainConfig
 from .data import TextDataset, check_validation, load_data, multi_hot, train_val_split
 from .evaluate import (
+    MIN_POSITIVES_TO_TUNE,
     collapse_warning,
     compute_metrics,
     minority_label,
@@ -574,14 +575,17 @@ def _tune_thresholds(
         "values": values,
         "at_0.5": {k: at_half[k] for k in ("accuracy", "micro_f1", "macro_f1", "samples_f1", "hamming_loss")},
     }
-    untouched = sorted(label for label in labels if not truth[:, labels.index(label)].any())
+    untouched = [label for label in labels if label not in values]
     logger.info(
         "decision thresholds per label tuned on validation for %s: %.3f to %.3f%s; at 0.5: micro-F1 %.4f, macro-F1 "
         "%.4f (set --threshold-metric none to keep 0.5)",
         config.threshold_metric,
         min(thresholds.values()),
         max(thresholds.values()),
-        f" ({len(untouched)} label(s) absent from validation keep 0.5: {untouched})" if untouched else "",
+        f"; {len(untouched)} label(s) with fewer than {MIN_POSITIVES_TO_TUNE} positive validation texts keep 0.5: "
+        f"{untouched}"
+        if untouched
+        else "",
         at_half["micro_f1"],
         at_half["macro_f1"],
     )
