@@ -6,7 +6,8 @@ the same validation set:
 
 - tutorial: HF Trainer, every text padded to max_length, fp32, random batches (the tutorials' recipe);
 - stock best: HF Trainer with dynamic padding, ``train_sampling_strategy="group_by_length"`` and bf16;
-- bertfit: ``bertfit.train`` with its defaults for everything else.
+- bertfit: ``bertfit.train`` with its defaults for everything else; then with ``--freeze-embeddings`` (and with
+  ``--torch-compile`` when asked).
 
 Training time excludes evaluation (bertfit's per-epoch evaluation is subtracted using the Trainer's eval_runtime).
 MFU is the model FLOP/s (6 x non-embedding parameters x real tokens, plus attention 12 x layers x hidden x length^2
@@ -80,7 +81,8 @@ def main() -> None:
         rows.append(_trainer_way("tutorial (pad 128, fp32)", model, train_df, val_df, stock=False, **common))
     if "stock" not in args.skip:
         rows.append(_trainer_way("stock best (dyn. pad, bf16)", model, train_df, val_df, stock=True, **common))
-    rows.append(_bertfit_way("bertfit", model, train_df, val_df, compile=False, **common))
+    rows.append(_bertfit_way("bertfit", model, train_df, val_df, **common))
+    rows.append(_bertfit_way("bertfit --freeze-embeddings", model, train_df, val_df, freeze=True, **common))
     if args.with_compile:
         rows.append(_bertfit_way("bertfit --torch-compile", model, train_df, val_df, compile=True, **common))
     flops = _flop_model(model)
@@ -181,7 +183,7 @@ def _trainer_way(name, model_path, train_df, val_df, *, stock, epochs, batch_siz
     return {"name": name, "seconds": seconds, "tokens": tokens, "accuracy": accuracy}
 
 
-def _bertfit_way(name, model_path, train_df, val_df, *, compile, epochs, batch_size, lr, device):
+def _bertfit_way(name, model_path, train_df, val_df, *, epochs, batch_size, lr, device, compile=False, freeze=False):
     config = TrainConfig(
         model_name_or_path=model_path,
         epochs=epochs,
@@ -191,6 +193,7 @@ def _bertfit_way(name, model_path, train_df, val_df, *, compile, epochs, batch_s
         threshold_metric="none",
         cache_dir="none",
         torch_compile=compile,
+        freeze_embeddings=freeze,
     )
     data = TextDataset(train_df["text"].tolist(), train_df["label"].astype(str).tolist())
     validation = TextDataset(val_df["text"].tolist(), val_df["label"].astype(str).tolist())
