@@ -412,13 +412,20 @@ def class_weight_vector(
 
 
 class _BertfitTrainer(Trainer):
-    """The Trainer, with a class-weighted cross-entropy when ``class_weights`` is given."""
+    """The Trainer, with a class-weighted cross-entropy when ``class_weights`` is given; evaluates in dataset order."""
 
     def __init__(self, *args, class_weights: list[float] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.class_weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         if class_weights is not None:
             logger.info("class weights in the loss: %s", [round(w, 4) for w in class_weights])
+
+    def _get_eval_sampler(self, eval_dataset):
+        # Keep the eval dataset's order (sorted by length: little padding), so that compute_metrics can map its rows
+        # to texts. With group_by_length the stock Trainer shuffles evaluation into random length groups too.
+        if eval_dataset is None or self.args.world_size > 1:  # distributed: accelerate shards it in order
+            return None
+        return torch.utils.data.SequentialSampler(eval_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.class_weights is None:
