@@ -1,16 +1,37 @@
 from __future__ import annotations
 
+import json
 import math
 import random
 
 import numpy as np
 import pytest
-from conftest import WORDS
+from conftest import NEGATIVE, POSITIVE, TINY_TRAINING, WORDS, write_csv
+from typer.testing import CliRunner
 
-from bertfit import ConfigError
+from bertfit import ConfigError, TextClassifier, TextDataset, TrainConfig, evaluate, train
 from bertfit.chunking import Windowing, aggregate_logits, cap_windows, encode_windows
+from bertfit.cli import app
 
 WINDOW, STRIDE = 16, 4
+
+
+def long_rows(n: int = 80, seed: int = 0) -> list[tuple[str, str]]:
+    """Texts of 1 to 9 clauses (about 5 to 50 tokens), each clause holding a word of the text's sentiment."""
+    rng = random.Random(seed)
+    fillers = ["the film was", "this movie is", "the plot is really", "it was quite", "the actor was very"]
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        words = POSITIVE if label == "pos" else NEGATIVE
+        clauses = [f"{rng.choice(fillers)} {rng.choice(words)}" for _ in range(rng.randint(1, 9))]
+        rows.append((" and ".join(clauses), label))
+    return rows
+
+
+def _dataset(n: int = 80, seed: int = 0) -> TextDataset:
+    rows = long_rows(n, seed)
+    return TextDataset([t for t, _ in rows], [label for _, label in rows])
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +39,22 @@ def tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def chunk_dir(tiny_model_dir, tmp_path_factory):
+    """A model trained in chunk mode on long texts (windows of 16 tokens, overlap 4), saved once per module."""
+    out = tmp_path_factory.mktemp("chunked") / "model"
+    config = TrainConfig(
+        model_name_or_path=str(tiny_model_dir),
+        output_dir=str(out),
+        long_text="chunk",
+        max_length=WINDOW,
+        stride=STRIDE,
+        **TINY_TRAINING,
+    )
+    clf = train(config, _dataset())
+    return out, clf
 
 
 def _content(ids: list[int], tokenizer) -> list[int]:
@@ -87,3 +124,114 @@ def test_mean_and_max_rules():
     np.testing.assert_array_equal(aggregate_logits(logits[:3], np.array([2, 0, 1]), 3), logits[[1, 2, 0]])
     with pytest.raises(ConfigError, match="aggregate must be one of mean, max"):
         aggregate_logits(logits, text_index, 2, "median")
+
+
+def test_trainer_metrics_are_per_text_not_per_window():
+    from transformers import EvalPrediction
+
+    from bertfit.train import _trainer_metrics
+
+    # Text 0 ("a") has three windows, one of which leans to "b"; text 1 ("b") has one. Windows arrive shuffled.
+    window_texts = np.array([0, 1, 0, 0])
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 1.0], [3.0, 0.0]], dtype=np.float32)
+    prediction = EvalPrediction(predictions=logits, label_ids=np.array([0, 1, 0, 0]))
+    metrics = _trainer_metrics(["a", "b"], None, ["a", "b"], window_texts, "mean")(prediction)
+    assert metrics["accuracy"] == 1.0  # per window it would be 0.75
+
+
+def test_chunk_round_trip(chunk_dir):
+    out, trained = chunk_dir
+    val_rows = trained.info_["data"]["validation"]["rows"]
+    info = json.loads((out / "bertfit.json").read_text())
+    long_text = info["long_text"]
+    assert {k: long_text[k] for k in ("mode", "stride", "aggregate")} == {
+        "mode": "chunk",
+        "stride": 4,
+        "aggregate": "mean",
+    }
+    assert long_text["validation_windows"] > val_rows and long_text["train_windows"] > 80 - val_rows
+    # Final metrics, report and saved predictions count texts, not windows.
+    assert sum(row["support"] for row in trained.metrics["per_class"].values()) == val_rows
+    assert len((out / "validation_predictions.jsonl").read_text().splitlines()) == val_rows
+    assert trained.metrics["accuracy"] >= 0.8
+    # The per-epoch metrics aggregate the Trainer's window logits per text: the best epoch's accuracy is that of the
+    # restored model's argmax predictions (a misaligned window -> text mapping scores near chance).
+    records = [json.loads(line) for line in (out / "validation_predictions.jsonl").read_text().splitlines()]
+    argmax = np.mean([max(trained.labels, key=lambda k: r[f"prob_{k}"]) == r["true_label"] for r in records])
+    best = next(row for row in trained.info_["history"] if row["epoch"] == trained.info_["best"]["epoch"])
+    assert best["accuracy"] == pytest.approx(argmax)
+
+    loaded = TextClassifier.from_pretrained(out)
+    assert loaded.windowing == Windowing(WINDOW, "chunk", STRIDE, "mean")
+    test = _dataset(30, seed=7)
+    probs = loaded.predict_proba(test.texts)
+    assert probs.shape == (30, 2) and len(loaded.predict(test.texts)) == 30
+    np.testing.assert_array_equal(probs, trained.predict_proba(test.texts))
+    metrics = evaluate(loaded, test)
+    assert sum(row["support"] for row in metrics["per_class"].values()) == 30
+
+
+def test_chunk_predictions_are_the_softmax_of_mean_window_logits(chunk_dir, tokenizer):
+    import torch
+
+    _, clf = chunk_dir
+    text = long_rows(1, seed=3)[0][0] + " and the plot is really bad"
+    encoded, _ = encode_windows(tokenizer, [text], clf.windowing)
+    with torch.no_grad():  # one window at a time: no padding
+        window_logits = [clf.model_(input_ids=torch.tensor([ids])).logits[0] for ids in encoded["input_ids"]]
+    assert len(window_logits) > 1
+    expected = torch.softmax(torch.stack(window_logits).mean(0), -1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(text), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_export_of_a_chunk_model_scores_texts_the_same(chunk_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from bertfit.export import export_onnx, load_classifier
+
+    out, clf = chunk_dir
+    result = export_onnx(out, tmp_path / "onnx")
+    assert result["texts"] == clf.info_["data"]["validation"]["rows"] and result["label_agreement"] == 1.0
+    texts = _dataset(10, seed=9).texts
+    np.testing.assert_allclose(
+        load_classifier(tmp_path / "onnx").predict_proba(texts), clf.predict_proba(texts), atol=1e-4
+    )
+
+
+def test_truncate_is_the_default_and_old_models_truncate():
+    assert TrainConfig().long_text == "truncate"
+    assert Windowing.from_info({"max_length": 128}) == Windowing(128, "truncate")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"long_text": "split"}, "long_text must be one of truncate, chunk"),
+        ({"long_text": "chunk", "aggregate": "median"}, "aggregate must be one of mean, max"),
+        ({"long_text": "chunk", "stride": -1}, "stride must be an integer >= 0"),
+        ({"long_text": "chunk", "max_length": 64, "stride": 33}, r"stride must be an integer from 0 to 32"),
+        ({"long_text": "chunk", "max_windows": -1}, "max_windows must be an integer >= 0"),
+        ({"stride": 16}, "stride apply only with long_text 'chunk'"),
+        ({"aggregate": "max", "max_windows": 2}, "aggregate, max_windows apply only with long_text 'chunk'"),
+    ],
+)
+def test_config_errors(options, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**options)
+
+
+def test_stride_is_checked_against_the_chosen_max_length(tiny_config):
+    # max_length comes from the data (56 here), so a stride of 40 passes TrainConfig but not train.
+    with pytest.raises(ConfigError, match=r"stride must be an integer from 0 to 28 \(half of max_length 56\), got 40"):
+        train(tiny_config(long_text="chunk", stride=40), _dataset())
+
+
+def test_cli_train_takes_the_long_text_flags(tiny_model_dir, tmp_path):
+    data = write_csv(tmp_path / "long.csv", long_rows())
+    out = tmp_path / "model"
+    args = ["train", "--data", data, "--model", tiny_model_dir, "--output-dir", out, "--epochs", "1", "--quiet"]
+    args += ["--precision", "fp32", "--long-text", "chunk", "--max-length", "24", "--aggregate", "max"]
+    result = CliRunner().invoke(app, [str(a) for a in args + ["--max-windows", "2"]])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "bertfit.json").read_text())
+    assert saved["long_text"]["mode"] == "chunk" and saved["long_text"]["stride"] == 6  # 24 // 4
+    assert saved["long_text"]["aggregate"] == "max" and saved["config"]["max_windows"] == 2

@@ -1,9 +1,10 @@
 """train(config, data) -> TextClassifier. The only module that touches transformers.Trainer.
 
 The Trainer is the engine; around it bertfit adds what the tutorials lack: a stratified split, a max_length taken
-from the data, dynamic padding over length-grouped batches (never padding every text to max_length), bf16 autocast
-where the hardware has it, the best epoch kept in memory and restored at the end (no optimizer-sized checkpoints on
-disk), a per-epoch table, and a loud warning when the model collapsed onto one class.
+from the data, long texts truncated or split into overlapping windows (scored per text: see chunking.py), dynamic
+padding over length-grouped batches (never padding every text to max_length), bf16 autocast where the hardware has
+it, the best epoch kept in memory and restored at the end (no optimizer-sized checkpoints on disk), a per-epoch
+table, and a loud warning when the model collapsed onto one class.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from transformers import (
 
 from . import progress
 from ._version import __version__
+from .chunking import CHUNK_MAX_LENGTH, Windowing, aggregate_logits, encode_windows, resolve_stride
 from .config import TrainConfig
 from .data import TextDataset, check_validation, load_data, sorted_labels, train_val_split
 from .evaluate import collapse_warning, compute_metrics, minority_label, tune_threshold
@@ -74,7 +76,9 @@ def train(
 
     Evaluates on validation after every epoch (or every ``eval_steps``), keeps the best state by
     ``config.metric_for_best_model``, restores it, computes the final metrics and, when ``config.output_dir`` is
-    set, saves the model directory atomically.
+    set, saves the model directory atomically. With ``config.long_text`` "chunk" it trains on overlapping windows of
+    the texts, each labelled with its text's label; metrics, threshold and report stay per text (a text's logits
+    aggregate its windows'), while the per-epoch validation loss is a mean over windows.
 
     Args:
         config: Training options.
@@ -116,14 +120,21 @@ def train(
         ignore_mismatched_sizes=True,
     )
     # Tokenize the training texts once: their lengths choose max_length, and only the texts longer than that are
-    # tokenized again, cut shorter.
+    # tokenized again, cut shorter (truncate) or split into windows (chunk).
     cut = config.max_length or model_max_length(tokenizer, model.config)
     train_encoded = progress.tokenize(tokenizer, train_ds.texts, truncation=True, max_length=cut)
-    max_length = config.max_length or choose_max_length([len(ids) for ids in train_encoded["input_ids"]], cut)
-    train_features = _encode(tokenizer, train_ds, label2id, max_length, train_encoded)
-    val_features = _encode(tokenizer, val_ds, label2id, max_length)
-    # Evaluation order does not matter, so sort validation by length: each eval batch then has little padding.
-    val_features.sort(key=lambda f: len(f["input_ids"]))
+    lengths = [len(ids) for ids in train_encoded["input_ids"]]
+    max_length = config.max_length or choose_max_length(lengths, cut, config.long_text)
+    windowing = _windowing(config, max_length)
+    if windowing.mode == "chunk":
+        train_features, _ = _window_features(tokenizer, train_ds, label2id, windowing, config.max_windows)
+    else:
+        train_features = _encode(tokenizer, train_ds, label2id, max_length, train_encoded)
+    # Sort the validation windows by length (eval batches then have little padding), keeping val_texts[i], the
+    # validation text of window i, aligned: the metrics are per text.
+    val_features, val_texts = _window_features(tokenizer, val_ds, label2id, windowing)
+    order = np.argsort([len(f["input_ids"]) for f in val_features], kind="stable")
+    val_features, val_texts = [val_features[i] for i in order], val_texts[order]
 
     monitor = _Monitor(config)
     counter = _TokenCounter(model)
@@ -138,7 +149,7 @@ def train(
             eval_dataset=val_features,
             processing_class=tokenizer,
             data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=_trainer_metrics(labels, positive),
+            compute_metrics=_trainer_metrics(labels, positive, val_ds.labels, val_texts, windowing.aggregate),
             callbacks=[monitor],
         )
         _set_progress_callbacks(trainer)
@@ -163,6 +174,7 @@ def train(
         "labels": labels,
         "positive_label": positive,
         "max_length": max_length,
+        "long_text": windowing.to_info(),
         "base_model": config.model_name_or_path or DEFAULT_MODEL_NAME,
         "config": config.to_dict(),
         "precision": precision,
@@ -183,6 +195,8 @@ def train(
             "transformers": transformers.__version__,
         },
     }
+    if windowing.mode == "chunk":
+        info["long_text"].update(train_windows=len(train_features), validation_windows=len(val_features))
     classifier = TextClassifier._from_trained(model, tokenizer, info, batch_size=config.eval_batch_size)
     if not monitor.main_process:  # another rank of a distributed run: rank 0 evaluates, saves and tracks
         return classifier
@@ -294,22 +308,52 @@ def resolve_precision(requested: str) -> tuple[str, str]:
     return requested, device
 
 
-def choose_max_length(lengths: Sequence[int], limit: int) -> int:
+def choose_max_length(lengths: Sequence[int], limit: int, long_text: str = "truncate") -> int:
     """The 99th percentile of the token counts ``lengths`` (of texts cut at ``limit``), rounded up to a multiple of 8,
-    at most ``limit``; logs the choice and how many texts it truncates."""
+    at most ``limit`` (and at most ``CHUNK_MAX_LENGTH`` when ``long_text`` is "chunk": the window size); logs the
+    choice and how many texts it truncates or splits."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    chosen = suggest_max_length(lengths, limit)
-    truncated = int((lengths > chosen).sum())
+    cap = limit if long_text == "truncate" else min(limit, CHUNK_MAX_LENGTH)
+    chosen = suggest_max_length(lengths, cap)
+    longer = int((lengths > chosen).sum())
     logger.info(
-        "max_length %d: the 99th percentile of training token counts (%.0f), capped at the model limit %d; "
-        "%d training texts (%.1f%%) are truncated (set --max-length to change)",
+        "max_length %d: the 99th percentile of training token counts (%.0f), capped at %s; %d training texts "
+        "(%.1f%%) are %s (set --max-length to change)",
         chosen,
         float(np.percentile(lengths, 99)),
-        limit,
-        truncated,
-        100 * truncated / len(lengths),
+        f"the model limit {limit}" if cap == limit else f"{cap} with long_text chunk",
+        longer,
+        100 * longer / len(lengths),
+        "truncated" if long_text == "truncate" else "split into windows",
     )
     return chosen
+
+
+def _windowing(config: TrainConfig, max_length: int) -> Windowing:
+    if config.long_text == "truncate":
+        return Windowing(max_length)
+    windowing = Windowing(max_length, "chunk", resolve_stride(config.stride, max_length), config.aggregate)
+    logger.info(
+        "long_text chunk: windows of %d tokens overlapping by %d, at most %s per training text; a text's logits are "
+        "the %s of its windows'",
+        max_length,
+        windowing.stride,
+        config.max_windows or "all",
+        config.aggregate,
+    )
+    return windowing
+
+
+def _window_features(
+    tokenizer, dataset: TextDataset, label2id: dict[str, int], windowing: Windowing, max_windows: int = 0
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    # Each window labelled with its text's label, and the text index of each window.
+    encoded, text_index = encode_windows(tokenizer, dataset.texts, windowing, max_windows)
+    features = [
+        {**{k: ids[i] for k, ids in encoded.items()}, "labels": label2id[dataset.labels[text]]}
+        for i, text in enumerate(text_index)
+    ]
+    return features, text_index
 
 
 def _encode(
@@ -477,13 +521,18 @@ def _divergence_message(config: TrainConfig, monitor: _Monitor, saved_to: str | 
     )
 
 
-def _trainer_metrics(labels: list[str], positive: str | None):
-    """The Trainer's compute_metrics: the scalar metrics of :func:`compute_metrics` on the argmax labels."""
+def _trainer_metrics(
+    labels: list[str], positive: str | None, text_labels: list[str], window_texts: np.ndarray, aggregate: str
+):
+    """The Trainer's compute_metrics: the scalar metrics of :func:`compute_metrics` on the argmax labels of the
+    validation texts, whose logits aggregate those of their windows (``window_texts[i]`` is the text of window i of
+    the eval dataset, in its order). The Trainer's eval loss stays a mean over windows."""
 
     def metrics(prediction) -> dict[str, float]:
-        pred = [labels[i] for i in np.argmax(prediction.predictions, axis=-1)]  # logits: (n_validation, n_labels)
-        true = [labels[i] for i in prediction.label_ids]
-        return {k: v for k, v in compute_metrics(true, pred, labels, positive).items() if isinstance(v, float)}
+        # prediction.predictions: (n_windows, n_labels) -> logits: (n_validation, n_labels)
+        logits = aggregate_logits(prediction.predictions, window_texts, len(text_labels), aggregate)
+        pred = [labels[i] for i in np.argmax(logits, axis=-1)]
+        return {k: v for k, v in compute_metrics(text_labels, pred, labels, positive).items() if isinstance(v, float)}
 
     return metrics
 
