@@ -1,0 +1,93 @@
+"""Compare long-text modes on 20 Newsgroups: truncate (the reference) against chunk, same data and budget.
+
+For each dataset (raw posts, and posts stripped of headers, footers and quotes), takes a stratified subsample of
+the train file, splits it stratified into train and validation, trains the embedded model once with --long-text
+truncate and once with --long-text chunk (same max_length, epochs, seed), and prints one table: validation accuracy,
+macro-F1 and wall time of each mode side by side. The chunk model is also scored with the other aggregation rule
+(max instead of mean) at prediction time, without retraining.
+
+    .venv/bin/python benchmarks/long_text.py --docs 3000 --epochs 2 --max-length 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from bertfit import TrainConfig, evaluate, load_data, train
+from bertfit.data import TextDataset, train_val_split
+
+NEWSGROUPS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "twenty_newsgroups"
+DATASETS = {"raw": NEWSGROUPS / "train.csv.gz", "stripped": NEWSGROUPS / "stripped" / "train.csv"}
+
+
+def subsample(data: TextDataset, docs: int, seed: int) -> TextDataset:
+    """A stratified subsample of ``docs`` rows (all rows when there are fewer)."""
+    if docs >= len(data):
+        return data
+    return train_val_split(data, docs / len(data), seed)[1]
+
+
+def run(config: TrainConfig, train_ds: TextDataset, val_ds: TextDataset) -> dict:
+    start = time.perf_counter()
+    clf = train(config, train_ds, val_ds)
+    result = {
+        "accuracy": clf.metrics["accuracy"],
+        "macro_f1": clf.metrics["macro_f1"],
+        "seconds": time.perf_counter() - start,
+        "best_epoch": clf.info_["best"]["epoch"],
+        "windows": clf.info_["long_text"].get("train_windows", len(train_ds)),
+    }
+    if config.long_text == "chunk":  # the other rule, on the same model: aggregation is a prediction-time choice
+        other = "max" if config.aggregate == "mean" else "mean"
+        clf.info_ = {**clf.info_, "long_text": {**clf.info_["long_text"], "aggregate": other}}
+        metrics = evaluate(clf, val_ds)
+        result["other_rule"] = (other, metrics["accuracy"], metrics["macro_f1"])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["raw", "stripped"], choices=sorted(DATASETS))
+    parser.add_argument("--docs", type=int, default=3000, help="Stratified subsample of the train file.")
+    parser.add_argument("--val-size", type=float, default=0.2, help="Share of the subsample for validation.")
+    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--max-length", type=int, default=256, help="Truncation length and window size.")
+    parser.add_argument("--stride", type=int, default=None, help="Window overlap; default: max_length // 4.")
+    parser.add_argument("--max-windows", type=int, default=8, help="Most windows per training text (0: all).")
+    parser.add_argument("--aggregate", default="mean", choices=["mean", "max"])
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    base = TrainConfig(epochs=args.epochs, max_length=args.max_length, seed=args.seed)
+    chunk = dataclasses.replace(
+        base, long_text="chunk", stride=args.stride, max_windows=args.max_windows, aggregate=args.aggregate
+    )
+    rows = []
+    for name in args.datasets:
+        data = subsample(load_data(DATASETS[name]), args.docs, args.seed)
+        train_ds, val_ds = train_val_split(data, args.val_size, args.seed)
+        results = {mode: run(config, train_ds, val_ds) for mode, config in (("truncate", base), ("chunk", chunk))}
+        rows.append((name, len(train_ds), len(val_ds), results))
+        print(name, results, flush=True)
+    print(
+        f"\n{args.docs} documents (stratified), {args.val_size:.0%} validation, {args.epochs:g} epochs, max_length "
+        f"{args.max_length}, chunk: stride {args.stride or args.max_length // 4}, max_windows {args.max_windows}, "
+        f"{args.aggregate} of window logits"
+    )
+    header = ("dataset", "train/val", "truncate acc", "macro-F1", "time", "chunk acc", "macro-F1", "time", "windows")
+    print("| " + " | ".join(header) + f" | chunk, {'max' if args.aggregate == 'mean' else 'mean'} rule acc/F1 |")
+    print("|" + " --- |" * (len(header) + 1))
+    for name, n_train, n_val, results in rows:
+        t, c = results["truncate"], results["chunk"]
+        cells = [name, f"{n_train}/{n_val}", f"{t['accuracy']:.4f}", f"{t['macro_f1']:.4f}", f"{t['seconds']:.0f}s"]
+        cells += [f"{c['accuracy']:.4f}", f"{c['macro_f1']:.4f}", f"{c['seconds']:.0f}s", str(c["windows"])]
+        cells.append(f"{c['other_rule'][1]:.4f}/{c['other_rule'][2]:.4f}")
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
