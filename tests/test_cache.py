@@ -37,6 +37,26 @@ def test_other_texts_or_max_length_make_new_entries(tiny_model_dir, tmp_path):
     assert len(list(tmp_path.glob("*.npz"))) == 5
 
 
+def test_windows_are_cached_with_their_text_index(tiny_model_dir, tmp_path):
+    tokenizer = _tokenizer(tiny_model_dir)
+    first = tokenize_cached(tokenizer, TEXTS, 16, tmp_path, stride=4)
+    second = tokenize_cached(tokenizer, TEXTS, 16, tmp_path, stride=4)
+    direct = tokenizer(TEXTS, truncation=True, max_length=16, stride=4, return_overflowing_tokens=True)
+    assert first == second == dict(direct)
+    assert first["overflow_to_sample_mapping"][-1] == 3 and len(first["input_ids"]) > len(TEXTS)
+    tokenize_cached(tokenizer, TEXTS, 16, tmp_path, stride=2)  # another stride, another entry
+    tokenize_cached(tokenizer, TEXTS, 16, tmp_path)  # truncation, another entry
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+
+
+def test_window_text_index_is_global_across_tokenizer_batches(tiny_model_dir):
+    from bertfit.progress import tokenize
+
+    tokenizer = _tokenizer(tiny_model_dir)
+    kwargs = {"truncation": True, "max_length": 16, "stride": 4, "return_overflowing_tokens": True}
+    assert tokenize(tokenizer, TEXTS[::-1], batch_size=1, **kwargs) == dict(tokenizer(TEXTS[::-1], **kwargs))
+
+
 def test_damaged_entry_is_recomputed(tiny_model_dir, tmp_path, caplog):
     tokenizer = _tokenizer(tiny_model_dir)
     tokenize_cached(tokenizer, TEXTS, 16, tmp_path)
@@ -66,6 +86,7 @@ def test_a_second_training_run_skips_tokenizing(tiny_config, tmp_path, caplog):
     caplog.clear()
     with caplog.at_level("INFO", logger="bertfit"):
         second = train(config, data)
-    assert caplog.text.count("from the cache") == 2  # train and validation texts
+    # The training texts (their lengths choose max_length), then the train and validation windows.
+    assert caplog.text.count("from the cache") == 3
     assert first.info_["history"][0]["train_loss"] == second.info_["history"][0]["train_loss"]
-    assert len(list((tmp_path / "tokens").glob("*.npz"))) == 2
+    assert len(list((tmp_path / "tokens").glob("*.npz"))) == 3

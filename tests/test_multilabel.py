@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from bertfit import ConfigError, DataError, TextClassifier, TextDataset, TrainConfig, evaluate, load_data, train
 from bertfit.cli import app
-from bertfit.data import check_validation, train_val_split
+from bertfit.data import check_validation, multi_hot, train_val_split
 from bertfit.evaluate import collapse_warning, compute_metrics, multi_label_metrics, tune_thresholds
 from bertfit.predict import BatchPredictor
 
@@ -343,3 +343,39 @@ def test_onnx_export_predicts_the_same_sets(trained, tmp_path):
     texts = ["the film was superb cash", "it was quite", "the plot is really awful"]
     assert exported.multi_label and exported.predict(texts) == clf.predict(texts)
     np.testing.assert_allclose(exported.predict_proba(texts), clf.predict_proba(texts), atol=1e-4)
+
+
+def test_multi_label_long_texts_in_chunk_mode(tiny_model_dir, tmp_path):
+    # Long texts whose label words sit after the first window: chunk mode trains every window on the text's label set
+    # and scores a text from the mean of its windows' logits, then a sigmoid per label.
+    def long_sets(n, seed):
+        padding = " ".join(["it was a film"] * 3)
+        return TextDataset(
+            [f"{padding} {text}" for text, _ in label_set_rows(n, seed)], [list(s) for _, s in label_set_rows(n, seed)]
+        )
+
+    config = TrainConfig(
+        model_name_or_path=str(tiny_model_dir),
+        output_dir=str(tmp_path / "m"),
+        long_text="chunk",
+        max_length=16,
+        stride=4,
+        **ML_TRAINING,
+    )
+    clf = train(config, long_sets(200, 0), long_sets(60, 1))
+    info = clf.info_
+    assert info["multi_label"] and info["long_text"]["mode"] == "chunk"
+    assert info["long_text"]["validation_windows"] > 60  # several windows per text...
+    assert len(clf.validation_predictions_) == 60  # ...but metrics and predictions per text
+    # The per-epoch metrics aggregate the Trainer's window logits per text: the best epoch's micro-F1 is that of the
+    # restored model's predictions at 0.5 (a misaligned window -> text mapping would score otherwise).
+    val = long_sets(60, 1)
+    at_half = multi_label_metrics(
+        multi_hot(val.labels, clf.labels).astype(bool), clf.predict_proba(val.texts) >= 0.5, clf.labels
+    )
+    best = next(row for row in info["history"] if row["epoch"] == info["best"]["epoch"])
+    assert best["micro_f1"] == pytest.approx(at_half["micro_f1"]) and best["micro_f1"] > 0.4
+    loaded = TextClassifier.from_pretrained(tmp_path / "m")
+    texts = long_sets(12, 5).texts
+    np.testing.assert_array_equal(loaded.predict_proba(texts), clf.predict_proba(texts))
+    assert all(isinstance(row, list) for row in loaded.predict(texts))

@@ -1,4 +1,5 @@
-"""The on-disk tokenization cache: a second run over the same texts, tokenizer and max_length skips tokenizing.
+"""The on-disk tokenization cache: a second run over the same texts, tokenizer, max_length (and stride, for
+overlapping windows) skips tokenizing.
 
 An entry is one ``.npz`` file named by the sha256 of the tokenizer's full definition (vocabulary, normalizer,
 pre-tokenizer and post-processor, as the fast tokenizer serializes them), the cut, and the texts themselves; each
@@ -26,6 +27,7 @@ __all__ = ["cache_directory", "tokenize_cached"]
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1  # bump when the file layout changes: old entries then simply miss
+_MAPPING = "overflow_to_sample_mapping"
 
 
 def cache_directory(cache_dir: str | None) -> Path | None:
@@ -37,19 +39,28 @@ def cache_directory(cache_dir: str | None) -> Path | None:
 
 
 def tokenize_cached(
-    tokenizer, texts: Sequence[str], max_length: int, cache_dir: Path | None, *, desc: str = "tokenizing"
-) -> dict[str, list[list[int]]]:
+    tokenizer,
+    texts: Sequence[str],
+    max_length: int,
+    cache_dir: Path | None,
+    *,
+    stride: int | None = None,
+    desc: str = "tokenizing",
+) -> dict[str, list]:
     """``tokenizer(texts, truncation=True, max_length=max_length)`` as ``{column: one id list per text}``, read
     from the cache when this exact tokenization was done before.
 
     Args:
         tokenizer: A Hugging Face tokenizer; only fast tokenizers are cached (a slow one has no serialized form).
         texts: The texts, in order.
-        max_length: The truncation length.
+        max_length: The truncation length (the window size with ``stride``).
         cache_dir: From :func:`cache_directory`; None tokenizes without the cache.
+        stride: Split every text into overlapping windows sharing ``stride`` tokens (the tokenizer's overflowing
+            tokens) instead of truncating: one id list per window, and the column ``overflow_to_sample_mapping``
+            holds each window's text index.
         desc: Label of the progress bar.
     """
-    key = _key(tokenizer, texts, max_length) if cache_dir is not None else None
+    key = _key(tokenizer, texts, max_length, stride) if cache_dir is not None else None
     path = cache_dir / f"{key}.npz" if key else None
     if path is not None and path.is_file():
         try:
@@ -58,7 +69,8 @@ def tokenize_cached(
             return encoded
         except (OSError, ValueError, KeyError) as err:  # a damaged entry: tokenize again and replace it
             logger.warning("ignoring the damaged cache entry %s (%s); tokenizing again", path, err)
-    encoded = progress.tokenize(tokenizer, texts, desc=desc, truncation=True, max_length=max_length)
+    windows = {} if stride is None else {"stride": stride, "return_overflowing_tokens": True}
+    encoded = progress.tokenize(tokenizer, texts, desc=desc, truncation=True, max_length=max_length, **windows)
     if path is not None:
         try:
             _write(path, encoded)
@@ -67,12 +79,14 @@ def tokenize_cached(
     return encoded
 
 
-def _key(tokenizer, texts: Sequence[str], max_length: int) -> str | None:
+def _key(tokenizer, texts: Sequence[str], max_length: int, stride: int | None = None) -> str | None:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
     digest = hashlib.sha256()
     header = {"format": _FORMAT, "class": type(tokenizer).__name__, "max_length": max_length, "n": len(texts)}
+    if stride is not None:  # absent for truncation, so that entries written before windows existed still hit
+        header["stride"] = stride
     digest.update(json.dumps(header, sort_keys=True).encode())
     definition = json.loads(backend.to_str())
     for state in ("truncation", "padding"):  # set by the last call, not part of what the tokenizer is
@@ -84,9 +98,12 @@ def _key(tokenizer, texts: Sequence[str], max_length: int) -> str | None:
     return digest.hexdigest()
 
 
-def _write(path: Path, encoded: dict[str, list[list[int]]]) -> None:
+def _write(path: Path, encoded: dict[str, list]) -> None:
     arrays = {}
     for column, rows in encoded.items():
+        if column == _MAPPING:  # one int per window, not a list
+            arrays[column] = np.asarray(rows, dtype=np.int64)
+            continue
         arrays[f"{column}.offsets"] = np.cumsum([0] + [len(row) for row in rows], dtype=np.int64)
         arrays[f"{column}.values"] = np.fromiter((t for row in rows for t in row), dtype=np.int32)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +119,8 @@ def _write(path: Path, encoded: dict[str, list[list[int]]]) -> None:
 
 def _read(path: Path) -> dict[str, list[list[int]]]:
     with np.load(path) as stored:
-        columns = sorted({name.rsplit(".", 1)[0] for name in stored.files})
-        encoded = {}
+        columns = sorted({name.rsplit(".", 1)[0] for name in stored.files if name != _MAPPING})
+        encoded = {_MAPPING: stored[_MAPPING].tolist()} if _MAPPING in stored.files else {}
         for column in columns:
             offsets = stored[f"{column}.offsets"].tolist()
             values = stored[f"{column}.values"].tolist()

@@ -161,6 +161,10 @@ def train(
     max_tokens_per_batch: Annotated[int | None, _option("max_tokens_per_batch", "--max-tokens-per-batch")] = None,
     learning_rate: Annotated[float, _option("learning_rate", "--lr", "--learning-rate")] = _DEFAULT["learning_rate"],
     max_length: Annotated[int | None, _option("max_length", "--max-length")] = None,
+    long_text: Annotated[str, _option("long_text", "--long-text")] = _DEFAULT["long_text"],
+    stride: Annotated[int | None, _option("stride", "--stride")] = None,
+    aggregate: Annotated[str, _option("aggregate", "--aggregate")] = _DEFAULT["aggregate"],
+    max_windows: Annotated[int, _option("max_windows", "--max-windows")] = _DEFAULT["max_windows"],
     seed: Annotated[int, _option("seed", "--seed")] = _DEFAULT["seed"],
     val_size: Annotated[float, _option("val_size", "--val-size")] = _DEFAULT["val_size"],
     metric_for_best_model: Annotated[str, _option("metric_for_best_model", "--metric")] = _DEFAULT[

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .chunking import AGGREGATES, CHUNK_MAX_LENGTH, LONG_TEXT_MODES, resolve_stride
 from .exceptions import ConfigError
 
 __all__ = ["TrainConfig", "METRICS_FOR_BEST_MODEL", "SINGLE_LABEL_METRICS", "MAX_POS_WEIGHT", "PRECISIONS", "TRACKERS"]
@@ -52,8 +53,31 @@ class TrainConfig:
     max_length: int | None = field(
         default=None,
         metadata={
-            "help": "Longest input in tokens; default: the training texts' 99th percentile, capped at the "
-            "model's limit."
+            "help": "Longest input in tokens (the window size with long_text chunk); default: the training texts' "
+            f"99th percentile, capped at the model's limit (at {CHUNK_MAX_LENGTH} with long_text chunk)."
+        },
+    )
+    long_text: str = field(
+        default="chunk",
+        metadata={
+            "help": "Texts longer than max_length: chunk (split them into overlapping windows of max_length tokens, "
+            "train on each window with its text's label, and predict a text from the aggregate of its windows' "
+            "logits; needs a fast tokenizer, else truncate is used) or truncate (keep their first max_length tokens)."
+        },
+    )
+    stride: int | None = field(
+        default=None,
+        metadata={"help": "long_text chunk: tokens shared by consecutive windows; default: max_length // 4."},
+    )
+    aggregate: str = field(
+        default="mean",
+        metadata={"help": "long_text chunk: a text's logits are the mean or the (per-class) max of its windows'."},
+    )
+    max_windows: int = field(
+        default=8,
+        metadata={
+            "help": "long_text chunk: most windows per training text, evenly spaced from its first to its last "
+            "(0: all); evaluation and prediction always use every window."
         },
     )
     epochs: float = field(default=4, metadata={"help": "Training epochs."})
@@ -183,6 +207,7 @@ class TrainConfig:
         _check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "a number >= 0")
         _check(0 < self.val_size < 1, "val_size", self.val_size, "a share between 0 and 1, e.g. 0.1")
         _check(self.max_length is None or self.max_length >= 8, "max_length", self.max_length, "an integer >= 8")
+        self._check_long_text()
         _check(self.eval_strategy in ("epoch", "steps"), "eval_strategy", self.eval_strategy, "'epoch' or 'steps'")
         _check(
             self.eval_strategy != "steps" or (self.eval_steps or 0) >= 1,
@@ -217,6 +242,24 @@ class TrainConfig:
             self.threshold_metric,
             "none, f1, 'precision>=P' or 'recall>=R' with P, R between 0 and 1",
         )
+
+    def _check_long_text(self) -> None:
+        _check(self.long_text in LONG_TEXT_MODES, "long_text", self.long_text, "one of " + ", ".join(LONG_TEXT_MODES))
+        _check(self.aggregate in AGGREGATES, "aggregate", self.aggregate, "one of " + ", ".join(AGGREGATES))
+        _check(self.max_windows >= 0, "max_windows", self.max_windows, "an integer >= 0 (0: all windows)")
+        _check(self.stride is None or self.stride >= 0, "stride", self.stride, "an integer >= 0")
+        if self.stride is not None and self.max_length is not None:  # else checked once train chooses max_length
+            resolve_stride(self.stride, self.max_length)
+        if self.long_text == "truncate":
+            defaults = {f.name: f.default for f in fields(self)}
+            chunk_only = [
+                name for name in ("stride", "aggregate", "max_windows") if getattr(self, name) != defaults[name]
+            ]
+            if chunk_only:
+                raise ConfigError(
+                    f"{', '.join(chunk_only)} apply only with long_text 'chunk'; pass --long-text chunk or leave "
+                    "them at their defaults"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a JSON-ready dict."""

@@ -298,7 +298,7 @@ class OnnxClassifier(_LabelledPredictor):
             self.tokenizer_,
             [texts] if isinstance(texts, str) else list(texts),
             self._forward,
-            self.max_length,
+            self.windowing,
             len(self.labels),
             self.batch_size,
             tensors="np",

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .chunking import Windowing, aggregate_logits, encode_windows
 from .exceptions import ConfigError, ModelError, NotFittedError, OutputExistsError
 
 __all__ = [
@@ -268,9 +269,16 @@ class _LabelledPredictor:
 
     @property
     def max_length(self) -> int:
-        """Longest input in tokens; longer texts are truncated."""
+        """Longest input in tokens; longer texts are truncated, or split into windows (see :attr:`windowing`)."""
         self._check_fitted()
         return int(self.info_["max_length"])
+
+    @property
+    def windowing(self) -> Windowing:
+        """How texts become model inputs: truncated to :attr:`max_length`, or split into overlapping windows whose
+        logits are aggregated per text, as saved in ``bertfit.json``."""
+        self._check_fitted()
+        return Windowing.from_info(self.info_)
 
     @property
     def metrics(self) -> dict[str, Any] | None:
@@ -449,7 +457,7 @@ class TextClassifier(_LabelledPredictor):
 
         with torch.inference_mode(), autocast(precision, device):
             return batched_logits(
-                self.tokenizer_, texts, forward, self.max_length, len(self.labels), self.batch_size, tensors="pt"
+                self.tokenizer_, texts, forward, self.windowing, len(self.labels), self.batch_size, tensors="pt"
             )
 
     # -- persistence ---------------------------------------------------------------------------------------------
@@ -529,29 +537,29 @@ class TextClassifier(_LabelledPredictor):
 
 
 def batched_logits(
-    tokenizer, texts: list[str], forward, max_length: int, n_labels: int, batch_size: int, *, tensors: str
+    tokenizer, texts: list[str], forward, windowing: Windowing, n_labels: int, batch_size: int, *, tensors: str
 ) -> np.ndarray:
     """Logits of ``texts`` from ``forward(padded_batch) -> (batch, n_labels) array``, rows in input order.
 
-    Tokenizes once, then runs batches of similar length (little padding); ``tensors`` is the tokenizer's
-    ``return_tensors`` ("pt" for PyTorch, "np" for onnxruntime).
+    Tokenizes once into windows (one per text, or overlapping ones in chunk mode: see :mod:`bertfit.chunking`), runs
+    batches of windows of similar length (little padding), and aggregates each text's window logits; ``tensors`` is
+    the tokenizer's ``return_tensors`` ("pt" for PyTorch, "np" for onnxruntime).
     """
     if not texts:
         return np.zeros((0, n_labels), dtype=np.float32)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    encoded, text_index = encode_windows(tokenizer, texts, windowing)
     order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
-    out = np.empty((len(texts), n_labels), dtype=np.float32)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    out = np.empty((len(order), n_labels), dtype=np.float32)  # (n_windows, n_labels)
     from .progress import bar
 
     for start in bar(range(0, len(order), batch_size), desc="predicting", unit="batch"):
         idx = order[start : start + batch_size]
-        batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors=tensors)
+        batch = tokenizer.pad({k: [ids[i] for i in idx] for k, ids in encoded.items()}, return_tensors=tensors)
         out[idx] = forward(batch)
-    return out
+    return aggregate_logits(out, text_index, len(texts), windowing.aggregate)
 
 
 def decide(

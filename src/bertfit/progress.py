@@ -40,6 +40,8 @@ def tokenize(tokenizer, texts: Sequence[str], *, desc: str = "tokenizing", batch
         for start in range(0, len(texts), batch_size):
             encoded = tokenizer(list(texts[start : start + batch_size]), **kwargs)
             for key, values in encoded.items():
+                if key == "overflow_to_sample_mapping":  # window -> text index within this batch: make it global
+                    values = [start + i for i in values]
                 out.setdefault(key, []).extend(values)
             progress.update(min(batch_size, len(texts) - start))
     return out

@@ -1,7 +1,8 @@
 """HTTP serving of a trained classifier: ``create_app(classifier) -> FastAPI``, with micro-batched prediction.
 
 Routes: ``POST /predict`` (``{"texts": [...]}`` -> label, score and class probabilities per text), ``GET /health``,
-``GET /info`` (labels, base model, max_length, training metrics), ``GET /`` (a try-it page) and ``/docs`` (OpenAPI).
+``GET /info`` (labels, base model, max_length, long-text rule, training metrics), ``GET /`` (a try-it page) and
+``/docs`` (OpenAPI).
 
 Concurrent requests share forward passes: a :class:`MicroBatcher` collects the texts of requests arriving within
 ``max_wait_ms`` (up to ``max_batch_size`` texts), runs one batched ``predict_proba`` in a worker thread (the event
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
+from .chunking import Windowing
 from .config import PRECISIONS
 from .exceptions import ConfigError, MissingDependencyError
 from .model import TextClassifier, decide, decision_names
@@ -221,12 +223,13 @@ def create_app(
 
     @app.get("/info")
     async def model_info() -> dict[str, Any]:
-        """Labels, base model, max_length, thresholds and the training metrics of the served model."""
+        """Labels, base model, max_length, long-text rule, thresholds and the training metrics of the served model."""
         return {
             "labels": labels,
             "multi_label": bool(info.get("multi_label")),
             "base_model": _public_name(info.get("base_model")),
             "max_length": classifier.max_length,
+            "long_text": Windowing.from_info(info).to_info(),
             "positive_label": info.get("positive_label"),
             "threshold": info.get("threshold"),
             "thresholds": info.get("thresholds"),

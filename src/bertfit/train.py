@@ -1,9 +1,10 @@
 """train(config, data) -> TextClassifier. The only module that touches transformers.Trainer.
 
 The Trainer is the engine; around it bertfit adds what the tutorials lack: a stratified split, a max_length taken
-from the data, dynamic padding over length-grouped batches (never padding every text to max_length), bf16 autocast
-where the hardware has it, the best epoch kept in memory and restored at the end (no optimizer-sized checkpoints on
-disk), a per-epoch table, and a loud warning when the model collapsed onto one class.
+from the data, long texts truncated or split into overlapping windows (scored per text: see chunking.py), dynamic
+padding over length-grouped batches (never padding every text to max_length), bf16 autocast where the hardware has
+it, the best epoch kept in memory and restored at the end (no optimizer-sized checkpoints on disk), a per-epoch
+table, and a loud warning when the model collapsed onto one class.
 
 Multi-label data (label sets) trains a sigmoid per label with binary cross-entropy (transformers' problem_type
 "multi_label_classification", float multi-hot labels), then tunes one decision threshold per label on validation.
@@ -40,6 +41,7 @@ from . import progress
 from ._version import __version__
 from .batching import TokenBudgetBatchSampler
 from .cache import cache_directory, tokenize_cached
+from .chunking import CHUNK_MAX_LENGTH, Windowing, aggregate_logits, encode_windows, resolve_stride
 from .config import MAX_POS_WEIGHT, SINGLE_LABEL_METRICS, TrainConfig
 from .data import TextDataset, check_validation, load_data, multi_hot, train_val_split
 from .evaluate import (
@@ -94,7 +96,9 @@ def train(
 
     Evaluates on validation after every epoch (or every ``eval_steps``), keeps the best state by
     ``config.metric_for_best_model``, restores it, computes the final metrics and, when ``config.output_dir`` is
-    set, saves the model directory atomically.
+    set, saves the model directory atomically. With ``config.long_text`` "chunk" it trains on overlapping windows of
+    the texts, each labelled with its text's label; metrics, threshold and report stay per text (a text's logits
+    aggregate its windows'), while the per-epoch validation loss is a mean over windows.
 
     Args:
         config: Training options.
@@ -145,16 +149,24 @@ def train(
     if multi_label:
         init_prior_bias(model, train_ds.labels, labels, class_weights)
     # Tokenize the training texts once: their lengths choose max_length, and only the texts longer than that are
-    # tokenized again, cut shorter.
+    # tokenized again, cut shorter (truncate) or split into windows (chunk).
     cache = cache_directory(config.cache_dir)
     cut = config.max_length or model_max_length(tokenizer, model.config)
     train_encoded = tokenize_cached(tokenizer, train_ds.texts, cut, cache, desc="tokenizing train")
-    max_length = config.max_length or choose_max_length([len(ids) for ids in train_encoded["input_ids"]], cut)
-    train_features = _encode(tokenizer, train_ds, label2id, max_length, train_encoded)
-    val_encoded = tokenize_cached(tokenizer, val_ds.texts, max_length, cache, desc="tokenizing validation")
-    val_features = _encode(tokenizer, val_ds, label2id, max_length, val_encoded)
-    # Evaluation order does not matter, so sort validation by length: each eval batch then has little padding.
-    val_features.sort(key=lambda f: len(f["input_ids"]))
+    lengths = [len(ids) for ids in train_encoded["input_ids"]]
+    max_length = config.max_length or choose_max_length(lengths, cut, config.long_text)
+    windowing = _windowing(config, max_length, tokenizer)
+    if windowing.mode == "chunk":
+        train_features, _ = _window_features(tokenizer, train_ds, label2id, windowing, config.max_windows, cache)
+        val_features, val_texts = _window_features(tokenizer, val_ds, label2id, windowing, cache_dir=cache)
+    else:
+        train_features = _encode(tokenizer, train_ds, label2id, max_length, train_encoded)
+        val_encoded = tokenize_cached(tokenizer, val_ds.texts, max_length, cache, desc="tokenizing validation")
+        val_features, val_texts = _encode(tokenizer, val_ds, label2id, max_length, val_encoded), np.arange(len(val_ds))
+    # Sort the validation windows by length (eval batches then have little padding), keeping val_texts[i], the
+    # validation text of window i, aligned: the metrics are per text.
+    order = np.argsort([len(f["input_ids"]) for f in val_features], kind="stable")
+    val_features, val_texts = [val_features[i] for i in order], val_texts[order]
 
     monitor = _Monitor(config)
     counter = _TokenCounter(model)
@@ -170,7 +182,9 @@ def train(
             eval_dataset=val_features,
             processing_class=tokenizer,
             data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=_trainer_metrics(labels, positive, multi_label),
+            compute_metrics=_trainer_metrics(
+                labels, positive, val_ds.labels, val_texts, windowing.aggregate, multi_label
+            ),
             callbacks=[monitor],
         )
         _set_progress_callbacks(trainer)
@@ -196,6 +210,7 @@ def train(
         "multi_label": multi_label,
         "positive_label": positive,
         "max_length": max_length,
+        "long_text": windowing.to_info(),
         "base_model": config.model_name_or_path or DEFAULT_MODEL_NAME,
         "config": config.to_dict(),
         "precision": precision,
@@ -217,6 +232,8 @@ def train(
             "transformers": transformers.__version__,
         },
     }
+    if windowing.mode == "chunk":
+        info["long_text"].update(train_windows=len(train_features), validation_windows=len(val_features))
     classifier = TextClassifier._from_trained(model, tokenizer, info, batch_size=config.eval_batch_size)
     if not monitor.main_process:  # another rank of a distributed run: rank 0 evaluates, saves and tracks
         return classifier
@@ -314,20 +331,23 @@ def _positive_label(config: TrainConfig, train_ds: TextDataset, labels: list[str
     return config.positive_label
 
 
-def choose_max_length(lengths: Sequence[int], limit: int) -> int:
+def choose_max_length(lengths: Sequence[int], limit: int, long_text: str = "truncate") -> int:
     """The 99th percentile of the token counts ``lengths`` (of texts cut at ``limit``), rounded up to a multiple of 8,
-    at most ``limit``; logs the choice and how many texts it truncates."""
+    at most ``limit`` (and at most ``CHUNK_MAX_LENGTH`` when ``long_text`` is "chunk": the window size); logs the
+    choice and how many texts it truncates or splits."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    chosen = suggest_max_length(lengths, limit)
-    truncated = int((lengths > chosen).sum())
+    cap = limit if long_text == "truncate" else min(limit, CHUNK_MAX_LENGTH)
+    chosen = suggest_max_length(lengths, cap)
+    longer = int((lengths > chosen).sum())
     logger.info(
-        "max_length %d: the 99th percentile of training token counts (%.0f), capped at the model limit %d; "
-        "%d training texts (%.1f%%) are truncated (set --max-length to change)",
+        "max_length %d: the 99th percentile of training token counts (%.0f), capped at %s; %d training texts "
+        "(%.1f%%) are %s (set --max-length to change)",
         chosen,
         float(np.percentile(lengths, 99)),
-        limit,
-        truncated,
-        100 * truncated / len(lengths),
+        f"the model limit {limit}" if cap == limit else f"{cap} with long_text chunk",
+        longer,
+        100 * longer / len(lengths),
+        "truncated" if long_text == "truncate" else "split into windows",
     )
     return chosen
 
@@ -344,6 +364,52 @@ def _freeze_token_embeddings(model) -> None:
     )
 
 
+def _windowing(config: TrainConfig, max_length: int, tokenizer) -> Windowing:
+    if config.long_text == "truncate":
+        return Windowing(max_length)
+    if not getattr(tokenizer, "is_fast", False):  # windows come from the Rust tokenizer's overflowing tokens
+        logger.warning(
+            "long_text chunk needs a fast tokenizer and %s is not one: texts longer than %d tokens are truncated "
+            "instead (pass --long-text truncate to silence this, or use a model that ships a tokenizer.json)",
+            type(tokenizer).__name__,
+            max_length,
+        )
+        return Windowing(max_length)
+    windowing = Windowing(max_length, "chunk", resolve_stride(config.stride, max_length), config.aggregate)
+    logger.info(
+        "long_text chunk: windows of %d tokens overlapping by %d, at most %s per training text; a text's logits are "
+        "the %s of its windows'",
+        max_length,
+        windowing.stride,
+        config.max_windows or "all",
+        config.aggregate,
+    )
+    return windowing
+
+
+def _targets(dataset: TextDataset, label2id: dict[str, int]) -> list:
+    if dataset.multi_label:  # float multi-hot rows: transformers' multi-label loss is BCE-with-logits on them
+        return multi_hot(dataset.labels, list(label2id)).astype(np.float32).tolist()
+    return [label2id[label] for label in dataset.labels]
+
+
+def _window_features(
+    tokenizer,
+    dataset: TextDataset,
+    label2id: dict[str, int],
+    windowing: Windowing,
+    max_windows: int = 0,
+    cache_dir: Path | None = None,
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    # Each window labelled with its text's label, and the text index of each window.
+    encoded, text_index = encode_windows(tokenizer, dataset.texts, windowing, max_windows, cache_dir)
+    targets = _targets(dataset, label2id)
+    features = [
+        {**{k: ids[i] for k, ids in encoded.items()}, "labels": targets[text]} for i, text in enumerate(text_index)
+    ]
+    return features, text_index
+
+
 def _encode(tokenizer, dataset: TextDataset, label2id: dict[str, int], max_length: int, encoded) -> list[dict]:
     # encoded: the texts tokenized with a cut >= max_length, whose longer rows are redone at max_length.
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
@@ -353,10 +419,7 @@ def _encode(tokenizer, dataset: TextDataset, label2id: dict[str, int], max_lengt
         for k in keys:
             for j, i in enumerate(long_rows):
                 encoded[k][i] = redone[k][j]
-    if dataset.multi_label:  # float multi-hot rows: transformers' multi-label loss is BCE-with-logits on them
-        targets = multi_hot(dataset.labels, list(label2id)).astype(np.float32).tolist()
-    else:
-        targets = [label2id[label] for label in dataset.labels]
+    targets = _targets(dataset, label2id)
     return [{**{k: encoded[k][i] for k in keys}, "labels": target} for i, target in enumerate(targets)]
 
 
@@ -486,8 +549,8 @@ def init_prior_bias(
 
 class _BertfitTrainer(Trainer):
     """The Trainer, with a class-weighted cross-entropy when ``class_weights`` is given (for a multi-label model: a
-    binary cross-entropy with ``class_weights`` as the positive texts' weight per label), and token-budget batches
-    when ``max_tokens_per_batch`` is."""
+    binary cross-entropy with ``class_weights`` as the positive texts' weight per label), token-budget batches
+    when ``max_tokens_per_batch`` is, and evaluation in dataset order."""
 
     def __init__(
         self, *args, class_weights: list[float] | None = None, max_tokens_per_batch: int | None = None, **kwargs
@@ -518,6 +581,13 @@ class _BertfitTrainer(Trainer):
             pin_memory=self.args.dataloader_pin_memory,
         )
         return self.accelerator.prepare(loader)
+
+    def _get_eval_sampler(self, eval_dataset):
+        # Keep the eval dataset's order (sorted by length: little padding), so that compute_metrics can map its rows
+        # to texts. With group_by_length the stock Trainer shuffles evaluation into random length groups too.
+        if eval_dataset is None or self.args.world_size > 1:  # distributed: accelerate shards it in order
+            return None
+        return torch.utils.data.SequentialSampler(eval_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.class_weights is None:
@@ -605,18 +675,27 @@ def _divergence_message(config: TrainConfig, monitor: _Monitor, saved_to: str | 
     )
 
 
-def _trainer_metrics(labels: list[str], positive: str | None, multi_label: bool = False):
-    """The Trainer's compute_metrics: the scalar metrics of :func:`compute_metrics` on the argmax labels, or for a
-    multi-label model of :func:`multi_label_metrics` at probability 0.5 (logit 0) per label."""
+def _trainer_metrics(
+    labels: list[str],
+    positive: str | None,
+    text_labels: list,
+    window_texts: np.ndarray,
+    aggregate: str,
+    multi_label: bool = False,
+):
+    """The Trainer's compute_metrics: the scalar metrics of :func:`compute_metrics` on the argmax labels of the
+    validation texts, or for a multi-label model of :func:`multi_label_metrics` at probability 0.5 (logit 0) per label.
+    A text's logits aggregate those of its windows (``window_texts[i]`` is the text of window i of the eval dataset,
+    in its order). The Trainer's eval loss stays a mean over windows."""
 
     def metrics(prediction) -> dict[str, float]:
-        logits = prediction.predictions  # (n_validation, n_labels)
-        if multi_label:  # label_ids: (n_validation, n_labels) multi-hot floats
-            scores = multi_label_metrics(prediction.label_ids >= 0.5, logits >= 0, labels)
+        # prediction.predictions: (n_windows, n_labels) -> logits: (n_validation, n_labels)
+        logits = aggregate_logits(prediction.predictions, window_texts, len(text_labels), aggregate)
+        if multi_label:
+            scores = multi_label_metrics(multi_hot(text_labels, labels).astype(bool), logits >= 0, labels)
         else:
             pred = [labels[i] for i in np.argmax(logits, axis=-1)]
-            true = [labels[i] for i in prediction.label_ids]
-            scores = compute_metrics(true, pred, labels, positive)
+            scores = compute_metrics(text_labels, pred, labels, positive)
         return {k: v for k, v in scores.items() if isinstance(v, float)}
 
     return metrics
