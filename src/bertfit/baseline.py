@@ -43,8 +43,8 @@ def run_baselines(
 
     - ``majority_class``: predicts the most frequent training label for every text; the floor any model must beat.
     - ``tfidf_logreg``: TF-IDF of word 1-2 grams (sublinear tf) + logistic regression.
-    - ``frozen_embeddings_logreg``: the encoder's mean-pooled last hidden states, never updated, standardized, +
-      logistic regression.
+    - ``frozen_embeddings_logreg``: the encoder's mean-pooled last hidden states (computed under bf16 autocast where
+      the hardware has it), never updated, standardized, + logistic regression.
 
     Both logistic regressions use ``class_weight="balanced"``, so a rare class is not ignored for accuracy's sake:
     the baselines compete on macro-F1 and the positive class's F1, the numbers fine-tuning is judged on. Multi-label
@@ -217,9 +217,11 @@ def _load_encoder(model_name_or_path: str | None):
 def _embedder(encoder, tokenizer, max_length: int, batch_size: int) -> Callable[[list[str], str], np.ndarray]:
     import torch
 
+    from .model import autocast, resolve_precision
     from .progress import bar
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # bf16 autocast where the hardware has it (about 2x faster on this project's CPU); the pooled vectors are fp32.
+    precision, device = resolve_precision("auto")
     encoder.to(device)
 
     def embed(texts: list[str], desc: str) -> np.ndarray:
@@ -228,7 +230,7 @@ def _embedder(encoder, tokenizer, max_length: int, batch_size: int) -> Callable[
         order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
         out = np.empty((len(texts), encoder.config.hidden_size), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision, device):
             for start in bar(range(0, len(order), batch_size), desc=desc, unit="batch"):
                 idx = order[start : start + batch_size]
                 batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors="pt")
