@@ -46,6 +46,9 @@ def test_train_evaluate_predict_end_to_end(tiny_model_dir, sentiment_csv, tmp_pa
     assert result.exit_code == 0, result.output
     assert "train_loss" in result.stdout and "Final metrics on 12 validation texts" in result.stdout
     assert "positive class 'pos'" in result.stdout
+    assert "Against baselines on the same validation texts" in result.stdout
+    table = result.stdout[result.stdout.index("Against baselines") :]
+    assert all(name in table for name in ("fine-tuned (this model)", "majority_class", "tfidf_logreg"))
     assert json.loads((out / "metrics.json").read_text())["accuracy"] >= 0.9
 
     result = run("evaluate", out, "--data", sentiment_csv, "--json")

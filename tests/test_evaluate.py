@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from bertfit import DataError
-from bertfit.evaluate import collapse_warning, compute_metrics, minority_label
+from bertfit.evaluate import collapse_warning, compute_metrics, majority_label, minority_label
 
 METRIC_KEYS = {"accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc", "per_class", "confusion_matrix"}
 BINARY_KEYS = {"positive_label", "precision", "recall", "f1", "specificity"}
@@ -91,3 +91,24 @@ def test_tune_threshold_rejects_unknown_objectives():
 
     with pytest.raises(ConfigError, match="threshold objective must be"):
         tune_threshold([True], [0.5], "auc")
+
+
+def test_a_model_no_better_than_the_majority_class_is_flagged():
+    y_true = ["ham"] * 90 + ["spam"] * 10
+    # Not collapsed (two classes predicted), but random guesses: macro-F1 below always saying 'ham'.
+    noisy = ["spam" if i % 2 else "ham" for i in range(100)]
+    warning = collapse_warning(y_true, noisy, majority=majority_label(y_true))
+    assert warning.startswith("NO BETTER THAN THE MAJORITY CLASS") and "predicting 'ham' for every text" in warning
+    assert "--lr" in warning
+    good = ["ham"] * 88 + ["spam"] * 2 + ["spam"] * 8 + ["ham"] * 2
+    assert collapse_warning(y_true, good, majority="ham") is None
+    assert collapse_warning(y_true, noisy) is None  # no majority given: only a one-class collapse is flagged
+
+
+def test_majority_comparison_for_label_sets():
+    y_true = [("joy",)] * 6 + [("joy", "love")] * 2 + [("anger",)] * 2
+    assert majority_label(y_true) == ("joy",)
+    wrong = [("anger",)] * 5 + [("love",)] * 5
+    warning = collapse_warning(y_true, wrong, majority=("joy",))
+    assert "micro-F1" in warning and "the label set ['joy']" in warning
+    assert collapse_warning(y_true, y_true, majority=("joy",)) is None

@@ -9,7 +9,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import write_csv
+from conftest import sentiment_rows, write_csv
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -20,7 +20,18 @@ from bertfit.exceptions import DataError
 from bertfit.explore import PLOT_SIZE
 from bertfit.report import build_report, prediction_records, write_report
 
-SECTIONS = ["summary", "config", "learning", "per-class", "confusion", "curves", "mistakes", "timings", "environment"]
+SECTIONS = [
+    "summary",
+    "comparison",
+    "config",
+    "learning",
+    "per-class",
+    "confusion",
+    "curves",
+    "mistakes",
+    "timings",
+    "environment",
+]
 
 
 def _images(page: str) -> list[Image.Image]:
@@ -41,6 +52,35 @@ def test_every_training_run_leaves_a_self_contained_report(trained_dir):
     assert len(records) == info["data"]["validation"]["rows"] == 12
     assert set(records[0]) == {"text", "true_label", "label", "score", "prob_neg", "prob_pos"}
     assert info["device"] == "cpu" and info["validation_seconds"] >= 0
+
+
+def test_the_report_sets_the_model_beside_its_0_5_decisions_and_the_baselines(trained_dir):
+    info = json.loads((trained_dir / "bertfit.json").read_text())
+    assert list(info["baselines"]) == ["majority_class", "tfidf_logreg", "frozen_embeddings_logreg"]
+    metrics = json.loads((trained_dir / "metrics.json").read_text())
+    for result in info["baselines"].values():  # the scalar metric keys of fine-tuning, and a time
+        assert {k for k, v in metrics.items() if isinstance(v, float)} <= set(result["metrics"])
+        assert result["seconds"] >= 0
+    assert info["baselines"]["majority_class"]["metrics"]["accuracy"] == 0.5  # 6 'neg' and 6 'pos' texts
+    page = (trained_dir / "report.html").read_text()
+    section = page[page.index('id="comparison"') : page.index("</section>", page.index('id="comparison"'))]
+    rows = re.findall(r"<tr><td[^>]*>([^<]+)</td>", section)
+    assert rows == [
+        f"fine-tuned model (threshold {info['threshold']:.4f})",
+        "fine-tuned model at probability 0.5",
+        "majority class (the same label for every text)",
+        "TF-IDF + logistic regression",
+        "frozen embeddings + logistic regression",
+    ]
+    assert f"{info['threshold_tuning']['at_0.5']['f1']:.4f}" in section and "F1 of &#x27;pos&#x27;" in section
+
+
+def test_no_baselines_leaves_the_comparison_to_the_threshold(tiny_config, tmp_path):
+    rows = sentiment_rows()
+    clf = train(tiny_config(epochs=1, baselines=False), TextDataset([t for t, _ in rows], [lab for _, lab in rows]))
+    assert "baselines" not in clf.info_
+    page = build_report(clf.info_, clf.metrics, clf.validation_predictions_)
+    assert "What fine-tuning gained" in page and "TF-IDF" not in page
 
 
 def _run(labels, records):

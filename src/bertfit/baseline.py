@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .data import TextDataset, check_validation, multi_hot, sorted_labels
-from .evaluate import compute_metrics, minority_label
+from .data import TextDataset, check_validation, multi_hot
+from .evaluate import compute_metrics, majority_label, minority_label
 from .exceptions import ConfigError, DataError
 from .model import decision_names
 
@@ -108,7 +107,7 @@ def format_baselines(results: dict[str, dict[str, Any]]) -> str:
         return _format_multi_label(results)
     binary = all("positive_label" in r["metrics"] for r in results.values())
     f1_header = f"F1 {next(iter(results.values()))['metrics']['positive_label']!r}" if binary else ""
-    lines = [f"  {'baseline':<28}{'accuracy':>10}{'macro-F1':>10}{f1_header:>14}{'seconds':>10}"]
+    lines = [f"  {'model':<28}{'accuracy':>10}{'macro-F1':>10}{f1_header:>14}{'seconds':>10}"]
     for name, result in results.items():
         m = result["metrics"]
         f1 = f"{m['f1']:.4f}" if binary else ""
@@ -119,12 +118,12 @@ def format_baselines(results: dict[str, dict[str, Any]]) -> str:
 def _format_multi_label(results: dict[str, dict[str, Any]]) -> str:
     columns = (("subset acc.", "subset_accuracy"), ("micro-F1", "micro_f1"), ("macro-F1", "macro_f1"))
     columns += (("Hamming", "hamming_loss"),)
-    lines = [f"  {'baseline':<28}" + "".join(f"{name:>12}" for name, _ in columns) + f"{'seconds':>10}"]
+    lines = [f"  {'model':<28}" + "".join(f"{name:>12}" for name, _ in columns) + f"{'seconds':>10}"]
     for name, result in results.items():
         scores = "".join(f"{result['metrics'][key]:>12.4f}" for _, key in columns)
         lines.append(f"  {name:<28}{scores}{result['seconds']:>10.1f}")
     lines.append(
-        "  (multi-label: each label is predicted at probability 0.5; fine-tuning tunes a threshold per label)"
+        "  (multi-label: each baseline predicts a label at probability 0.5; fine-tuning tunes a threshold per label)"
     )
     return "\n".join(lines)
 
@@ -146,11 +145,8 @@ def _positive_label(requested: str | None, train: TextDataset, labels: list[str]
 
 
 def _majority_class(train: TextDataset, validation: TextDataset) -> list:
-    counts = Counter(train.labels)
-    if train.multi_label:  # the most frequent label set (ties: the first seen), often a single common label
-        return [counts.most_common(1)[0][0]] * len(validation)
-    majority = max(sorted_labels(train.labels), key=lambda label: counts[label])  # ties: the first in label order
-    return [majority] * len(validation)
+    # The most frequent label, or label set (often a single common label), for every text.
+    return [majority_label(train.labels)] * len(validation)
 
 
 def _fit_predict(estimator, train_features, val_features, train: TextDataset, labels: list[str]) -> list:

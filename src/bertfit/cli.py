@@ -190,6 +190,7 @@ def train(
         bool, _option("freeze_embeddings", "--freeze-embeddings/--train-embeddings")
     ] = _DEFAULT["freeze_embeddings"],
     torch_compile: Annotated[bool, _option("torch_compile", "--torch-compile")] = False,
+    baselines: Annotated[bool, _option("baselines", "--baselines/--no-baselines")] = _DEFAULT["baselines"],
     track: Annotated[str | None, _option("track", "--track")] = None,
     tracking_uri: Annotated[str | None, _option("tracking_uri", "--tracking-uri")] = None,
     sep: SepOpt = None,
@@ -232,6 +233,12 @@ def train(
             f"{tuning['metric']}; at 0.5 instead: f1 {half['f1']:.4f}, precision {half['precision']:.4f}, "
             f"recall {half['recall']:.4f}"
         )
+    if info.get("baselines"):
+        from .baseline import format_baselines
+
+        rows = {"fine-tuned (this model)": {"metrics": clf.metrics, "seconds": info["train_seconds"]}}
+        typer.echo("\nAgainst baselines on the same validation texts (fine-tuned: training seconds):")
+        typer.echo(format_baselines({**rows, **info["baselines"]}))
     typer.echo(f"\nModel saved to {cfg.output_dir} (training took {info['train_seconds']:.0f} s)")
     typer.echo(f"Report: {Path(cfg.output_dir) / 'report.html'} (open it in a browser)")
     for warning in info["warnings"]:

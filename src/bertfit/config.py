@@ -159,6 +159,14 @@ class TrainConfig:
             "1 point lower on SST-2 in our measurement (README, Speed)."
         },
     )
+    baselines: bool = field(
+        default=True,
+        metadata={
+            "help": "After training, fit the majority-class, TF-IDF + logistic regression and frozen-embeddings + "
+            "logistic regression baselines on the same split and show them beside the model (seconds to a few "
+            "minutes; --no-baselines skips them)."
+        },
+    )
     torch_compile: bool = field(
         default=False,
         metadata={"help": "Compile the model with torch.compile (see the README's Speed section)."},

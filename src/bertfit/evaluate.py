@@ -22,6 +22,7 @@ __all__ = [
     "evaluate",
     "collapse_warning",
     "minority_label",
+    "majority_label",
     "tune_threshold",
     "tune_thresholds",
 ]
@@ -163,15 +164,56 @@ def minority_label(labels: Sequence[str]) -> str:
     return min(sorted(counts, reverse=True), key=lambda label: counts[label])
 
 
-def collapse_warning(y_true: Sequence[str] | Sequence[Sequence[str]], y_pred: Sequence) -> str | None:
-    """A warning text when the model collapsed, else None.
+def majority_label(labels: Sequence[str] | Sequence[Sequence[str]]) -> str | tuple[str, ...]:
+    """The most frequent label (ties: the first in sorted order), or for label sets the most frequent set (ties: the
+    first seen): what the majority-class baseline predicts for every text.
+
+    >>> majority_label(["spam", "ham", "ham"]), majority_label([("a",), (), ("a",)])
+    ('ham', ('a',))
+    """
+    if len(labels) and not isinstance(labels[0], str):
+        return Counter(tuple(row) for row in labels).most_common(1)[0][0]
+    counts = Counter(labels)
+    return max(sorted(counts), key=lambda label: counts[label])
+
+
+def collapse_warning(
+    y_true: Sequence[str] | Sequence[Sequence[str]],
+    y_pred: Sequence,
+    majority: str | Sequence[str] | None = None,
+) -> str | None:
+    """A warning text when the model collapsed or is no better than the majority-class baseline, else None.
 
     Single-label: the predictions hold a single class while the truth holds several. Multi-label (items are label
     sets): one predicted set, often the empty one, covers at least :data:`COLLAPSE_SHARE` of the texts while the truth
-    holds several sets.
+    holds several sets. With ``majority`` (the training data's :func:`majority_label`): also when the model's
+    macro-F1 (micro-F1 for label sets) on ``y_true`` is not above that of predicting ``majority`` for every text.
     """
-    if len(y_pred) and not isinstance(y_pred[0], str):
-        return _multi_label_collapse(y_true, y_pred)
+    multi_label = len(y_pred) > 0 and not isinstance(y_pred[0], str)
+    collapsed = _multi_label_collapse(y_true, y_pred) if multi_label else _single_label_collapse(y_true, y_pred)
+    if collapsed or majority is None or len(y_true) == 0:
+        return collapsed
+    if multi_label:
+        labels = sorted({label for row in (*y_true, *y_pred, majority) for label in row})
+        truth = multi_hot(y_true, labels)
+        key, model = "micro-F1", multi_label_metrics(truth, multi_hot(y_pred, labels), labels)["micro_f1"]
+        constant = multi_label_metrics(truth, multi_hot([tuple(majority)] * len(y_true), labels), labels)["micro_f1"]
+    else:
+        from sklearn.metrics import f1_score
+
+        labels = sorted({*y_true, *y_pred, majority})
+        key, model = "macro-F1", f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        constant = f1_score(y_true, [majority] * len(y_true), labels=labels, average="macro", zero_division=0)
+    if model > constant:
+        return None
+    named = f"the label set {list(majority)}" if multi_label else repr(majority)
+    return (
+        f"NO BETTER THAN THE MAJORITY CLASS: the model's validation {key} ({model:.4f}) is not above that of "
+        f"predicting {named} for every text ({constant:.4f}). {_COLLAPSE_ADVICE}"
+    )
+
+
+def _single_label_collapse(y_true: Sequence[str], y_pred: Sequence[str]) -> str | None:
     predicted = set(y_pred)
     if len(predicted) != 1 or len(set(y_true)) < 2:
         return None

@@ -176,6 +176,7 @@ def build_report(info: dict[str, Any], metrics: dict[str, Any], records: list[di
     records = records or []
     sections = [
         _summary(info, metrics),
+        _comparison(info, metrics),
         _config_and_data(info),
         _learning(info),
         _per_class(info, metrics),
@@ -255,6 +256,52 @@ def _summary(info, metrics) -> str:
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by bertfit {_e(info.get('bertfit_version'))}."
         f'</p><div class="cards">{card_html}</div>{warnings}</header>'
     )
+
+
+_BASELINE_NAMES = {
+    "majority_class": "majority class (the same label for every text)",
+    "tfidf_logreg": "TF-IDF + logistic regression",
+    "frozen_embeddings_logreg": "frozen embeddings + logistic regression",
+}
+
+
+def _comparison(info, metrics) -> str:
+    """The model beside its untuned decisions (probability 0.5) and the baselines trained on the same split."""
+    tuning = info.get("threshold_tuning") or {}
+    baselines = info.get("baselines") or {}
+    if not tuning and not baselines:
+        return ""
+    multi_label = "hamming_loss" in metrics
+    if multi_label:
+        columns = [("subset accuracy", "accuracy"), ("micro-F1", "micro_f1"), ("macro-F1", "macro_f1")]
+    else:
+        columns = [("accuracy", "accuracy"), ("macro-F1", "macro_f1")]
+        if "positive_label" in metrics:
+            columns.append((f"F1 of {metrics['positive_label']!r}", "f1"))
+    tuned = "per-label thresholds" if multi_label else f"threshold {info.get('threshold', 0.5):.4f}"
+    rows = [[f"fine-tuned model ({tuned})" if tuning else "fine-tuned model", metrics, info.get("train_seconds")]]
+    if tuning:
+        rows.append(["fine-tuned model at probability 0.5", tuning.get("at_0.5", {}), None])
+    for name, result in baselines.items():
+        rows.append([_BASELINE_NAMES.get(name, name), result.get("metrics", {}), result.get("seconds")])
+    table = _table(
+        ["model", *(name for name, _ in columns), "seconds"],
+        [[label, *(scores.get(key) for _, key in columns), seconds] for label, scores, seconds in rows],
+    )
+    notes = []
+    if tuning:
+        notes.append(
+            "The tuned decision is chosen on these validation texts, so its row is slightly optimistic; the 0.5 row "
+            "is the model's plain decision."
+        )
+    if baselines:
+        notes.append(
+            "Baselines: trained on the same training texts and scored on the same validation texts (seconds: fit "
+            "and predict; the model's: training). A fine-tuned model that does not clearly beat TF-IDF is not worth "
+            "its cost."
+        )
+    body = table + "".join(f'<p class="muted">{_e(note)}</p>' for note in notes)
+    return _section("comparison", "What fine-tuning gained", body)
 
 
 def _config_and_data(info) -> str:

@@ -48,12 +48,13 @@ from .evaluate import (
     MIN_POSITIVES_TO_TUNE,
     collapse_warning,
     compute_metrics,
+    majority_label,
     minority_label,
     multi_label_metrics,
     tune_threshold,
     tune_thresholds,
 )
-from .exceptions import ConfigError, DataError, TrainingError
+from .exceptions import BertfitError, ConfigError, DataError, TrainingError
 from .explore import suggest_max_length
 from .model import (
     DEFAULT_MODEL_NAME,
@@ -251,10 +252,12 @@ def train(
     classifier.validation_predictions_ = prediction_records(val_ds.texts, val_ds.labels, probs, labels, decisions)
     classifier.metrics_ = compute_metrics(val_ds.labels, decision_names(decisions, labels), labels, positive)
     # Collapse is a property of the model, not of a threshold tuned to split its near-constant scores: untuned.
-    warning = collapse_warning(val_ds.labels, untuned)
+    warning = collapse_warning(val_ds.labels, untuned, majority=majority_label(train_ds.labels))
     if warning:
         logger.warning(warning)
         info["warnings"].append(warning)
+    if config.baselines:
+        info["baselines"] = _baselines(config, train_ds, val_ds, positive, max_length)
     if monitor.diverged_at is not None:
         info["warnings"].append(_divergence_message(config, monitor, saved_to=config.output_dir))
     if config.output_dir:
@@ -263,6 +266,34 @@ def train(
     if monitor.diverged_at is not None:
         raise TrainingError(info["warnings"][-1], saved_to=config.output_dir)
     return classifier
+
+
+def _baselines(
+    config: TrainConfig, train_ds: TextDataset, val_ds: TextDataset, positive: str | None, max_length: int
+) -> dict[str, dict[str, Any]]:
+    # The cheap models of bertfit.baseline on the same split, for the report: {name: {"metrics", "seconds"}}, the
+    # metrics without their per-class tables. A failure costs the comparison, never the trained model.
+    from .baseline import run_baselines
+
+    try:
+        results = run_baselines(
+            train_ds,
+            val_ds,
+            model_name_or_path=config.model_name_or_path,
+            positive_label=positive,
+            max_length=max_length,
+            batch_size=config.eval_batch_size,
+        )
+    except (BertfitError, ValueError, MemoryError) as err:
+        logger.warning("the baselines could not be trained (%s); the model is saved without them", err)
+        return {}
+    return {
+        name: {
+            "metrics": {k: v for k, v in result["metrics"].items() if isinstance(v, (float, str))},
+            "seconds": round(result["seconds"], 1),
+        }
+        for name, result in results.items()
+    }
 
 
 def is_main_process() -> bool:
