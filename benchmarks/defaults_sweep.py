@@ -42,7 +42,7 @@ def main() -> None:
             val = load_data(val_path)
         for lr in args.lrs:
             start = time.perf_counter()
-            config = TrainConfig(learning_rate=lr, epochs=args.epochs, batch_size=args.batch_size)
+            config = TrainConfig(learning_rate=lr, epochs=args.epochs, batch_size=args.batch_size, baselines=False)
             clf = train(config, data, val)
             seconds = time.perf_counter() - start
             cells = [f"{r['accuracy']:.4f}/{r['macro_f1']:.4f}" for r in clf.info_["history"]]

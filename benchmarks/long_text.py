@@ -70,7 +70,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    base = TrainConfig(epochs=args.epochs, max_length=args.max_length, seed=args.seed)
+    base = TrainConfig(
+        long_text="truncate", epochs=args.epochs, max_length=args.max_length, seed=args.seed, baselines=False
+    )
     chunk = dataclasses.replace(
         base, long_text="chunk", stride=args.stride, max_windows=args.max_windows, aggregate=args.aggregate
     )

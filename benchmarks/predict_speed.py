@@ -46,7 +46,7 @@ def main() -> None:
     if not (args.model / "bertfit.json").is_file():
         print(f"training {args.model} (1 epoch of SST-2 sentence level) first ...")
         train(
-            TrainConfig(epochs=1, output_dir=str(args.model)),
+            TrainConfig(epochs=1, output_dir=str(args.model), baselines=False),
             DATASETS / "sentence_level" / "train.csv",
             DATASETS / "sentence_level" / "validation.csv",
         )

@@ -84,7 +84,7 @@ def _run(name: str, spec: Spec, baselines: bool) -> list[str]:
         train_ds, val_ds = train_val_split(data, spec.val_size, seed=42)
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        clf = train(TrainConfig(cache_dir=cache, **(spec.options or {})), train_ds, val_ds)
+        clf = train(TrainConfig(cache_dir=cache, baselines=False, **(spec.options or {})), train_ds, val_ds)
         seconds = time.perf_counter() - start
     label = (
         "bertfit (" + (", ".join(f"{k} {v}" for k, v in spec.options.items()) if spec.options else "defaults") + ")"

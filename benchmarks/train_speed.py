@@ -194,6 +194,7 @@ def _bertfit_way(name, model_path, train_df, val_df, *, epochs, batch_size, lr, 
         cache_dir="none",
         torch_compile=compile,
         freeze_embeddings=freeze,
+        baselines=False,
     )
     data = TextDataset(train_df["text"].tolist(), train_df["label"].astype(str).tolist())
     validation = TextDataset(val_df["text"].tolist(), val_df["label"].astype(str).tolist())
