@@ -78,7 +78,15 @@ def sentiment_csv(tmp_path) -> Path:
 
 
 # Training options that make the tiny model learn the sentiment data in about a second.
-TINY_TRAINING = {"epochs": 5, "batch_size": 8, "learning_rate": 5e-3, "precision": "fp32", "warmup_ratio": 0.0}
+# No baselines by default: the session's trained_dir and the CLI tests train with them.
+TINY_TRAINING = {
+    "epochs": 5,
+    "batch_size": 8,
+    "learning_rate": 5e-3,
+    "precision": "fp32",
+    "warmup_ratio": 0.0,
+    "baselines": False,
+}
 
 
 @pytest.fixture
@@ -100,6 +108,8 @@ def trained_dir(tiny_model_dir, tmp_path_factory) -> Path:
 
     rows = sentiment_rows()
     out = tmp_path_factory.mktemp("trained") / "model"
-    config = TrainConfig(model_name_or_path=str(tiny_model_dir), output_dir=str(out), **TINY_TRAINING)
+    config = TrainConfig(
+        model_name_or_path=str(tiny_model_dir), output_dir=str(out), **{**TINY_TRAINING, "baselines": True}
+    )
     train(config, TextDataset([t for t, _ in rows], [lab for _, lab in rows]))
     return out
