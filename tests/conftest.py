@@ -50,17 +50,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return path
 
 
+# Sentiment-free openings of the generated texts; a sentiment (or label) word follows each.
+FILLERS = ["the film was", "this movie is", "the plot is really", "it was quite", "the actor was very"]
+
+
 def sentiment_rows(n: int = 120, seed: int = 0) -> list[tuple[str, str]]:
     """Short texts whose label ('pos'/'neg') is given by the one sentiment word they hold."""
     import random
 
     rng = random.Random(seed)
-    fillers = ["the film was", "this movie is", "the plot is really", "it was quite", "the actor was very"]
     rows = []
     for i in range(n):
         label = "pos" if i % 2 == 0 else "neg"
         word = rng.choice(POSITIVE if label == "pos" else NEGATIVE)
-        rows.append((f"{rng.choice(fillers)} {word}", label))
+        rows.append((f"{rng.choice(FILLERS)} {word}", label))
     return rows
 
 

@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import NEGATIVE, POSITIVE, TINY_TRAINING, WORDS, write_csv
+from conftest import FILLERS, NEGATIVE, POSITIVE, TINY_TRAINING, WORDS, write_csv
 from typer.testing import CliRunner
 
 from bertfit import ConfigError, TextClassifier, TextDataset, TrainConfig, evaluate, train
@@ -19,12 +19,11 @@ WINDOW, STRIDE = 16, 4
 def long_rows(n: int = 80, seed: int = 0) -> list[tuple[str, str]]:
     """Texts of 1 to 9 clauses (about 5 to 50 tokens), each clause holding a word of the text's sentiment."""
     rng = random.Random(seed)
-    fillers = ["the film was", "this movie is", "the plot is really", "it was quite", "the actor was very"]
     rows = []
     for i in range(n):
         label = "pos" if i % 2 == 0 else "neg"
         words = POSITIVE if label == "pos" else NEGATIVE
-        clauses = [f"{rng.choice(fillers)} {rng.choice(words)}" for _ in range(rng.randint(1, 9))]
+        clauses = [f"{rng.choice(FILLERS)} {rng.choice(words)}" for _ in range(rng.randint(1, 9))]
         rows.append((" and ".join(clauses), label))
     return rows
 

@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import NEGATIVE, POSITIVE, TINY_TRAINING, write_csv
+from conftest import FILLERS, NEGATIVE, POSITIVE, TINY_TRAINING, write_csv
 from typer.testing import CliRunner
 
 from bertfit import ConfigError, DataError, TextClassifier, TextDataset, TrainConfig, evaluate, load_data, train
@@ -22,7 +22,6 @@ from bertfit.predict import BatchPredictor
 SPAM = "free prize call now win winner cash claim".split()
 SETS = [(), ("pos",), ("neg",), ("spam",), ("pos", "spam"), ("neg", "spam")]
 WORDS = {"pos": POSITIVE, "neg": NEGATIVE, "spam": SPAM}
-FILLERS = ["the film was", "this movie is", "the plot is really", "it was quite", "the actor was very"]
 # The tiny model learns the label sets below at this rate in 5 epochs; BCE starts slower than cross-entropy.
 ML_TRAINING = {**TINY_TRAINING, "epochs": 5, "learning_rate": 1e-2}
 

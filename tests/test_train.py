@@ -131,19 +131,16 @@ def test_long_texts_are_cut_at_the_chosen_max_length(tiny_config):
     from bertfit.train import _encode
 
     tokenizer = clf.tokenizer_
-    once = _encode(
-        tokenizer,
-        TextDataset(texts, data.labels),
-        {"neg": 0, "pos": 1},
-        16,
-        tokenizer(texts, truncation=True, max_length=64),
-    )
-    direct = _encode(
-        tokenizer,
-        TextDataset(texts, data.labels),
-        {"neg": 0, "pos": 1},
-        16,
-        tokenizer(texts, truncation=True, max_length=16),
+    # Features at max_length 16 from texts tokenized at 64 (long rows re-cut) and at 16.
+    once, direct = (
+        _encode(
+            tokenizer,
+            TextDataset(texts, data.labels),
+            {"neg": 0, "pos": 1},
+            16,
+            tokenizer(texts, truncation=True, max_length=cut),
+        )
+        for cut in (64, 16)
     )
     assert once == direct and len(once[0]["input_ids"]) == 16  # re-cut rows equal tokenizing at 16 directly
 
