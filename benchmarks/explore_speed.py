@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bertfit.backbone import default_model_path, load_tokenizer
 from bertfit.explore import explore
-from bertfit.model import default_model_path, load_tokenizer
 
 TARGET_SECONDS = 60
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sst2" / "train.csv"

@@ -49,7 +49,7 @@ def run(config: TrainConfig, train_ds: TextDataset, val_ds: TextDataset) -> dict
     }
     if config.long_text == "chunk":  # the other rule, on the same model: aggregation is a prediction-time choice
         other = "max" if config.aggregate == "mean" else "mean"
-        clf.info_ = {**clf.info_, "long_text": {**clf.info_["long_text"], "aggregate": other}}
+        clf.card_ = dataclasses.replace(clf.card, windowing=dataclasses.replace(clf.windowing, aggregate=other))
         metrics = evaluate(clf, val_ds)
         result["other_rule"] = (other, metrics["accuracy"], metrics["macro_f1"])
     return result

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from bertfit import TextClassifier, TrainConfig, train
-from bertfit.model import default_model_path, quiet_transformers
+from bertfit.backbone import default_model_path, quiet_transformers
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "sst2"
 
@@ -86,7 +86,8 @@ def main() -> None:
 def _engines(model_dir: Path):
     from transformers import pipeline
 
-    from bertfit.export import OnnxClassifier, export_onnx
+    from bertfit.export import export_onnx
+    from bertfit.onnx_model import OnnxClassifier
 
     with quiet_transformers():
         pipe = pipeline("text-classification", model=str(model_dir), device=-1)
@@ -98,7 +99,7 @@ def _engines(model_dir: Path):
         out = exports / (quantize or "fp32")
         export_onnx(model_dir, out, quantize=quantize)
         onnx[quantize] = OnnxClassifier.from_pretrained(out)
-    from bertfit.model import resolve_precision
+    from bertfit.hardware import resolve_precision
 
     return [
         ("transformers.pipeline", lambda texts: [row["label"] for row in pipe(texts)]),

@@ -28,7 +28,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
 from bertfit import TrainConfig, train
-from bertfit.model import default_model_path, quiet_transformers
+from bertfit.backbone import default_model_path, quiet_transformers
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "sst2" / "sentence_level"
 

@@ -41,8 +41,8 @@ from transformers import (
 )
 
 from bertfit import TextDataset, TrainConfig, train
+from bertfit.backbone import default_model_path, quiet_transformers
 from bertfit.cache import tokenize_cached
-from bertfit.model import default_model_path, quiet_transformers
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 MAX_LENGTH = 128

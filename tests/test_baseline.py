@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from bertfit.baseline import BASELINES, run_baselines
 from bertfit.cli import app
 from bertfit.data import TextDataset, train_val_split
-from bertfit.evaluate import compute_metrics
 from bertfit.exceptions import ConfigError, DataError
+from bertfit.metrics import compute_metrics
 
 
 def _dataset(rows) -> TextDataset:

@@ -10,8 +10,8 @@ from conftest import FILLERS, NEGATIVE, POSITIVE, TINY_TRAINING, WORDS, write_cs
 from typer.testing import CliRunner
 
 from bertfit import ConfigError, TextClassifier, TextDataset, TrainConfig, evaluate, train
-from bertfit.chunking import Windowing, aggregate_logits, cap_windows, encode_windows
 from bertfit.cli import app
+from bertfit.features import Windowing, aggregate_logits, cap_windows, encode
 
 WINDOW, STRIDE = 16, 4
 
@@ -67,7 +67,8 @@ def test_windows_cover_every_token_with_the_stride(tokenizer, max_length, stride
     long_text = " ".join(rng.choice(WORDS) for _ in range(150))
     short_text = "the film was superb"
     windowing = Windowing(max_length, "chunk", stride)
-    encoded, text_index = encode_windows(tokenizer, [short_text, long_text], windowing)
+    windows_of = encode(tokenizer, [short_text, long_text], windowing)
+    encoded, text_index = windows_of.columns, windows_of.text_index
 
     windows = [_content(ids, tokenizer) for ids, text in zip(encoded["input_ids"], text_index) if text == 1]
     tokens = tokenizer(long_text, add_special_tokens=False)["input_ids"]
@@ -85,7 +86,7 @@ def test_no_window_is_only_overlap(tokenizer):
     # A text that ends exactly at a window boundary gets no extra window repeating the overlap.
     size, step = WINDOW - 2, WINDOW - 2 - STRIDE
     for n_tokens in range(1, 60):
-        _, text_index = encode_windows(tokenizer, ["good " * n_tokens], Windowing(WINDOW, "chunk", STRIDE))
+        text_index = encode(tokenizer, ["good " * n_tokens], Windowing(WINDOW, "chunk", STRIDE)).text_index
         assert len(text_index) == 1 + max(0, math.ceil((n_tokens - size) / step))
 
 
@@ -99,8 +100,8 @@ def test_cap_windows_keeps_the_first_the_last_and_evenly_spaced_ones():
 
 def test_training_windows_are_capped(tokenizer):
     texts = ["good " * 200, "bad"]
-    encoded, text_index = encode_windows(tokenizer, texts, Windowing(WINDOW, "chunk", STRIDE), max_windows=5)
-    assert np.bincount(text_index).tolist() == [5, 1] and len(encoded["input_ids"]) == 6
+    encoded = encode(tokenizer, texts, Windowing(WINDOW, "chunk", STRIDE), max_windows=5)
+    assert np.bincount(encoded.text_index).tolist() == [5, 1] and len(encoded.columns["input_ids"]) == 6
 
 
 def test_aggregation_is_order_independent():
@@ -126,15 +127,12 @@ def test_mean_and_max_rules():
 
 
 def test_trainer_metrics_are_per_text_not_per_window():
-    from transformers import EvalPrediction
-
-    from bertfit.train import _trainer_metrics
+    from bertfit.trainer import epoch_metrics
 
     # Text 0 ("a") has three windows, one of which leans to "b"; text 1 ("b") has one. Windows arrive shuffled.
     window_texts = np.array([0, 1, 0, 0])
     logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 1.0], [3.0, 0.0]], dtype=np.float32)
-    prediction = EvalPrediction(predictions=logits, label_ids=np.array([0, 1, 0, 0]))
-    metrics = _trainer_metrics(["a", "b"], None, ["a", "b"], window_texts, "mean")(prediction)
+    metrics = epoch_metrics(["a", "b"], None, ["a", "b"], window_texts, "mean")(logits)
     assert metrics["accuracy"] == 1.0  # per window it would be 0.75
 
 
@@ -175,7 +173,7 @@ def test_chunk_predictions_are_the_softmax_of_mean_window_logits(chunk_dir, toke
 
     _, clf = chunk_dir
     text = long_rows(1, seed=3)[0][0] + " and the plot is really bad"
-    encoded, _ = encode_windows(tokenizer, [text], clf.windowing)
+    encoded = encode(tokenizer, [text], clf.windowing).columns
     with torch.no_grad():  # one window at a time: no padding
         window_logits = [clf.model_(input_ids=torch.tensor([ids])).logits[0] for ids in encoded["input_ids"]]
     assert len(window_logits) > 1
@@ -185,7 +183,8 @@ def test_chunk_predictions_are_the_softmax_of_mean_window_logits(chunk_dir, toke
 
 def test_onnx_export_of_a_chunk_model_scores_texts_the_same(chunk_dir, tmp_path):
     pytest.importorskip("onnxruntime")
-    from bertfit.export import export_onnx, load_classifier
+    from bertfit.export import export_onnx
+    from bertfit.model import load_classifier
 
     out, clf = chunk_dir
     result = export_onnx(out, tmp_path / "onnx")
@@ -204,7 +203,7 @@ def test_chunk_is_the_default_and_old_models_truncate():
 def test_a_slow_tokenizer_truncates_with_a_warning(tiny_model_dir, tmp_path, caplog):
     from transformers import AutoTokenizer, BertTokenizerLegacy
 
-    from bertfit.train import _windowing
+    from bertfit.pipeline import _windowing
 
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(AutoTokenizer.from_pretrained(tiny_model_dir).get_vocab()))

@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 from bertfit.cli import app
 from bertfit.data import TextDataset
 from bertfit.exceptions import DataError
-from bertfit.explore import PLOT_SIZE, explore, format_summary, suggest_max_length, tokenize_text
+from bertfit.explore import explore, format_summary, tokenize_text
+from bertfit.features import suggest_max_length
+from bertfit.plots import PLOT_SIZE
 
 TRAIN = [
     ("good film", "pos"),

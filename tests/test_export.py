@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 from bertfit import TextClassifier
 from bertfit.cli import app
 from bertfit.exceptions import ConfigError, OutputExistsError
-from bertfit.export import ONNX_FILE, OnnxClassifier, export_onnx, load_classifier
+from bertfit.export import export_onnx
+from bertfit.model import load_classifier
+from bertfit.onnx_model import ONNX_FILE, OnnxClassifier
 
 pytest.importorskip("onnxruntime")
 
@@ -101,3 +103,23 @@ def test_onnx_classifier_pickles_for_worker_processes(fp32_export):
     clf = load_classifier(fp32_export[0])
     copy = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(copy.predict_proba(TEXTS), clf.predict_proba(TEXTS))
+
+
+def test_serve_takes_an_onnx_export(trained_dir, fp32_export, monkeypatch):
+    httpx = pytest.importorskip("httpx")
+    uvicorn = pytest.importorskip("uvicorn")
+    from test_serve import running
+
+    from bertfit.serve import create_app
+
+    out, _ = fp32_export
+    with running(create_app(load_classifier(out))) as base:
+        predictions = httpx.post(f"{base}/predict", json={"texts": TEXTS[:3]}).json()["predictions"]
+        info = httpx.get(f"{base}/info").json()
+    assert [p["label"] for p in predictions] == TextClassifier.from_pretrained(trained_dir).predict(TEXTS[:3])
+    assert info["labels"] == ["neg", "pos"]
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(app=app))
+    result = run("serve", out, "--port", "8124")
+    assert result.exit_code == 0, result.output
+    assert "/predict" in served["app"].openapi()["paths"]

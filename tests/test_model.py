@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from bertfit import ModelError, NotFittedError, OutputExistsError, TextClassifier
-from bertfit.model import atomic_directory, default_model_path
+from bertfit.backbone import default_model_path
+from bertfit.files import atomic_directory
 
 
 @pytest.fixture(scope="module")
@@ -112,17 +114,20 @@ def test_predict_uses_the_saved_threshold(trained_dir):
     clf = TextClassifier.from_pretrained(trained_dir)
     texts = ["the film was superb", "the plot is really awful", "it was quite lovely", "the actor was very sad"]
     p_pos = clf.predict_proba(texts)[:, clf.labels.index("pos")]
-    clf.info_["positive_label"] = "pos"
-    clf.info_["threshold"] = float(np.sort(p_pos)[1])  # between: the two highest and the second lowest are 'pos'
+    tuned = replace(clf.decision, positive_label="pos", threshold=float(np.sort(p_pos)[1]))  # 2nd lowest and up
+    clf.card_ = clf.card.with_decision(tuned)
     expected = ["pos" if p >= clf.threshold else "neg" for p in p_pos]
     assert clf.predict(texts) == expected and expected.count("pos") == 3
     assert clf.predict(texts[1]) == expected[1]
-    clf.info_["threshold"] = None
+    clf.card_ = clf.card.with_decision(replace(tuned, threshold=None))
     assert clf.predict(texts) == [clf.labels[k] for k in clf.predict_proba(texts).argmax(1)]
 
 
 def test_decide_argmax_without_threshold_or_for_many_labels():
-    from bertfit.model import decide
+    from bertfit.decision import DecisionRule
+
+    def decide(probs, labels, positive_label=None, threshold=None):
+        return DecisionRule(tuple(labels), positive_label=positive_label, threshold=threshold).decide(probs)
 
     probs = np.array([[0.6, 0.4], [0.45, 0.55]])
     assert decide(probs, ["a", "b"]).tolist() == [0, 1]
@@ -144,7 +149,7 @@ def test_decide_argmax_without_threshold_or_for_many_labels():
     ],
 )
 def test_precision_choice_follows_the_hardware(monkeypatch, requested, device, cpu_bf16, cuda_bf16, expected):
-    from bertfit.model import resolve_precision
+    from bertfit.hardware import resolve_precision
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: cpu_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)

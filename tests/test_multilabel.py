@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 from bertfit import ConfigError, DataError, TextClassifier, TextDataset, TrainConfig, evaluate, load_data, train
 from bertfit.cli import app
 from bertfit.data import check_validation, multi_hot, train_val_split
-from bertfit.evaluate import collapse_warning, compute_metrics, multi_label_metrics, tune_thresholds
+from bertfit.metrics import collapse_warning, compute_metrics, multi_label_metrics, tune_thresholds
 from bertfit.predict import BatchPredictor
 
 SPAM = "free prize call now win winner cash claim".split()
@@ -166,7 +167,7 @@ def test_round_trip_train_save_load_predict_sets(trained):
     logits = model(**encoded).logits.detach().numpy()
     np.testing.assert_allclose(loaded.predict_proba(texts), expit(logits), atol=1e-5)
     # No label reaches a threshold of 1: the prediction is the empty set, not the most probable label.
-    loaded.info_["thresholds"] = dict.fromkeys(loaded.labels, 1.0)
+    loaded.card_ = loaded.card.with_decision(replace(loaded.decision, thresholds=dict.fromkeys(loaded.labels, 1.0)))
     assert loaded.predict(texts) == [[], [], [], []]
 
 
@@ -217,7 +218,7 @@ def test_threshold_metric_none_keeps_half_and_mcc_is_refused(tiny_config):
 def test_head_bias_starts_at_the_label_log_odds(tiny_model_dir):
     from transformers import AutoModelForSequenceClassification
 
-    from bertfit.train import class_weight_vector, init_prior_bias
+    from bertfit.trainer import class_weight_vector, init_prior_bias
 
     rows = [("a",), ("a", "b"), ("a",), ()]
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
@@ -231,7 +232,7 @@ def test_balanced_class_weights_become_bce_pos_weight(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
-    from bertfit.train import _BertfitTrainer, class_weight_vector
+    from bertfit.trainer import _BertfitTrainer, class_weight_vector
 
     rows = [("a",), ("a", "b"), ("a",), ()]
     assert class_weight_vector("balanced", rows, ["a", "b"]) == [1 / 3, 3.0]  # negatives / positives
@@ -261,7 +262,8 @@ def test_evaluate_takes_label_sets_and_refuses_mismatches(trained):
     with pytest.raises(DataError, match=r"labels \['joy'\].*--label-sep"):
         evaluate(clf, TextDataset(["a"], [["joy"]]))
     with pytest.raises(DataError, match="several labels per text but this model predicts one"):
-        evaluate(TextClassifier._from_trained(clf.model_, clf.tokenizer_, {**clf.info_, "multi_label": False}), val)
+        single = clf.card.with_decision(replace(clf.decision, multi_label=False))
+        evaluate(TextClassifier._from_trained(clf.model_, clf.tokenizer_, single), val)
 
 
 # -- CLI, server, baselines, export --------------------------------------------------------------------------------
@@ -328,12 +330,13 @@ def test_baselines_report_the_metric_keys_of_fine_tuning(trained, tiny_model_dir
         assert result["metrics"].keys() == clf.metrics.keys()
     assert results["tfidf_logreg"]["metrics"]["micro_f1"] >= 0.9  # one word per label: easy for TF-IDF
     assert results["majority_class"]["metrics"]["subset_accuracy"] == pytest.approx(1 / 6, abs=0.05)
-    assert "probability 0.5" in format_baselines(results)
+    assert "probability 0.5" in format_baselines(results, multi_label=True)
 
 
 def test_onnx_export_predicts_the_same_sets(trained, tmp_path):
     pytest.importorskip("onnxruntime")
-    from bertfit.export import export_onnx, load_classifier
+    from bertfit.export import export_onnx
+    from bertfit.model import load_classifier
 
     clf, out = trained
     result = export_onnx(out, tmp_path / "onnx")

@@ -14,11 +14,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bertfit import TextClassifier, train
+from bertfit.card import ModelCard
 from bertfit.cli import app
 from bertfit.data import TextDataset
+from bertfit.decision import DecisionRule
+from bertfit.evaluate import write_report
 from bertfit.exceptions import DataError
-from bertfit.explore import PLOT_SIZE
-from bertfit.report import build_report, prediction_records, write_report
+from bertfit.features import Windowing
+from bertfit.plots import PLOT_SIZE
+from bertfit.report import build_report
 
 SECTIONS = [
     "summary",
@@ -79,7 +83,7 @@ def test_no_baselines_leaves_the_comparison_to_the_threshold(tiny_config, tmp_pa
     rows = sentiment_rows()
     clf = train(tiny_config(epochs=1, baselines=False), TextDataset([t for t, _ in rows], [lab for _, lab in rows]))
     assert "baselines" not in clf.info_
-    page = build_report(clf.info_, clf.metrics, clf.validation_predictions_)
+    page = build_report(clf.card, clf.metrics, clf.validation_predictions_)
     assert "What fine-tuning gained" in page and "TF-IDF" not in page
 
 
@@ -88,21 +92,21 @@ def _run(labels, records):
     per_class = {label: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for label in labels}
     metrics = {"accuracy": 0.5, "macro_f1": 0.5, "mcc": 0.0, "per_class": per_class}
     metrics["confusion_matrix"] = {"labels": labels, "matrix": matrix}
-    info = {"labels": labels, "positive_label": labels[1] if len(labels) == 2 else None, "history": []}
-    return build_report(info, metrics, records)
+    positive = labels[1] if len(labels) == 2 else None
+    return build_report(
+        ModelCard(DecisionRule(tuple(labels), positive_label=positive), Windowing(16)), metrics, records
+    )
 
 
 def test_mistakes_are_sorted_by_confidence_and_curves_only_for_binary_tasks():
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
-    records = prediction_records(
-        ["t0", "t1 <b>", "t2", "t3"], ["b", "a", "a", "b"], probs, ["a", "b"], probs.argmax(1)
-    )
+    records = DecisionRule(("a", "b")).records(["t0", "t1 <b>", "t2", "t3"], ["b", "a", "a", "b"], probs)
     assert [r["label"] for r in records] == ["a", "b", "b", "a"] and records[2]["score"] == 0.8
     page = _run(["a", "b"], records)
     assert 'id="curves"' in page and "4 of 4 texts are misclassified" in page
     order = [page.index(f">{text}<") for text in ("t0", "t2", "t1 &lt;b&gt;", "t3")]
     assert order == sorted(order)  # by the probability of the wrong prediction; escaped
-    three = prediction_records(["x"], ["a"], np.array([[0.2, 0.5, 0.3]]), ["a", "b", "c"], np.array([1]))
+    three = DecisionRule(("a", "b", "c")).records(["x"], ["a"], np.array([[0.2, 0.5, 0.3]]))
     assert 'id="curves"' not in _run(["a", "b", "c"], three)
 
 
@@ -128,12 +132,12 @@ def test_rebuild_from_saved_predictions_or_on_other_data(trained_dir, sentiment_
 
 
 def test_a_failing_report_leaves_no_model_directory(tiny_config, monkeypatch, tmp_path):
-    import bertfit.report
+    import bertfit.save
 
     def broken(*args, **kwargs):
         raise RuntimeError("plotting failed")
 
-    monkeypatch.setattr(bertfit.report, "build_report", broken)
+    monkeypatch.setattr(bertfit.save, "build_report", broken)
     texts, labels = ["good film", "bad film"] * 10, ["pos", "neg"] * 10
     with pytest.raises(RuntimeError, match="plotting failed"):
         train(tiny_config(epochs=1, output_dir=str(tmp_path / "model")), TextDataset(texts, labels))

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from urllib.parse import quote
 
 import numpy as np
@@ -22,8 +23,12 @@ httpx = pytest.importorskip("httpx")  # the serve extra is part of the dev depen
 uvicorn = pytest.importorskip("uvicorn")
 
 from bertfit import TextClassifier  # noqa: E402
+from bertfit.card import ModelCard  # noqa: E402
 from bertfit.cli import app as cli_app  # noqa: E402
+from bertfit.decision import DecisionRule  # noqa: E402
 from bertfit.exceptions import MissingDependencyError  # noqa: E402
+from bertfit.features import Windowing  # noqa: E402
+from bertfit.predictor import Predictor  # noqa: E402
 from bertfit.serve import create_app  # noqa: E402
 
 TEXTS = ["the film was great", "this movie is awful", "it was quite superb", "the plot is really boring"]
@@ -121,13 +126,10 @@ def test_a_streamed_body_over_the_limit_is_refused(url):
     assert response.status_code == 413
 
 
-class _Broken:
-    labels = ["neg", "pos"]
-    info_ = {"labels": labels, "max_length": 16, "base_model": "/srv/secret/models/base"}
-    max_length = 16
-    metrics = None
+class _Broken(Predictor):
+    card_ = ModelCard(DecisionRule(("neg", "pos")), Windowing(16), base_model="/srv/secret/models/base")
 
-    def predict_proba(self, texts):
+    def _logits(self, texts):
         raise RuntimeError("cannot read /srv/secret/models/model.safetensors")
 
 
@@ -173,13 +175,9 @@ def test_max_batch_size_1_runs_one_request_per_forward_pass(clf):
 
 
 def test_saved_threshold_decides_the_label(clf):
-    class Thresholded:
-        labels = clf.labels
-        max_length = clf.max_length
-        metrics = None
-        info_ = {**clf.info_, "positive_label": "pos", "threshold": 0.999999}
-
-        predict_proba = staticmethod(clf.predict_proba)
+    class Thresholded(Predictor):
+        card_ = clf.card.with_decision(replace(clf.decision, positive_label="pos", threshold=0.999999))
+        _logits = staticmethod(clf._logits)
 
     with running(create_app(Thresholded())) as base:
         predictions = httpx.post(f"{base}/predict", json={"texts": ["the film was great"]}).json()["predictions"]

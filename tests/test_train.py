@@ -8,8 +8,9 @@ import torch
 from conftest import sentiment_rows
 
 from bertfit import DataError, OutputExistsError, TextClassifier, TextDataset, train
-from bertfit.model import resolve_precision
-from bertfit.train import choose_max_length, format_history
+from bertfit.features import choose_max_length
+from bertfit.hardware import resolve_precision
+from bertfit.trainer import format_history
 
 
 def _dataset(n=120, seed=0) -> TextDataset:
@@ -128,18 +129,13 @@ def test_long_texts_are_cut_at_the_chosen_max_length(tiny_config):
     clf = train(tiny_config(epochs=1), TextDataset(texts, data.labels))
     assert clf.max_length == 16  # p99 of mostly 7-token texts
 
-    from bertfit.train import _encode
+    from bertfit.features import Windowing, encode
 
     tokenizer = clf.tokenizer_
+    targets = [{"neg": 0, "pos": 1}[label] for label in data.labels]
     # Features at max_length 16 from texts tokenized at 64 (long rows re-cut) and at 16.
     once, direct = (
-        _encode(
-            tokenizer,
-            TextDataset(texts, data.labels),
-            {"neg": 0, "pos": 1},
-            16,
-            tokenizer(texts, truncation=True, max_length=cut),
-        )
+        encode(tokenizer, texts, Windowing(16), reuse=tokenizer(texts, truncation=True, max_length=cut)).rows(targets)
         for cut in (64, 16)
     )
     assert once == direct and len(once[0]["input_ids"]) == 16  # re-cut rows equal tokenizing at 16 directly
@@ -175,7 +171,7 @@ def test_split_warns_about_duplicates_on_both_sides(tiny_config, caplog):
 
 
 def test_class_weight_vector():
-    from bertfit.train import class_weight_vector
+    from bertfit.trainer import class_weight_vector
 
     labels = ["a", "a", "a", "b"]
     assert class_weight_vector("none", labels, ["a", "b"]) is None
@@ -192,7 +188,7 @@ def test_weighted_loss_matches_a_hand_computed_one(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
-    from bertfit.train import _BertfitTrainer
+    from bertfit.trainer import _BertfitTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()

@@ -1,12 +1,17 @@
 """bertfit: fine-tune BERT-family encoders for text classification on your own labelled data.
 
 >>> from bertfit import TextClassifier, TrainConfig, load_data, train, evaluate
+
+The public names are imported on first use (as scikit-learn and SciPy do), so ``import bertfit`` and
+``bertfit --help`` load neither torch nor transformers.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from ._version import __version__
-from .config import TrainConfig
-from .data import TextDataset, load_data
-from .evaluate import evaluate
 from .exceptions import (
     BertfitError,
     ConfigError,
@@ -17,9 +22,14 @@ from .exceptions import (
     OutputExistsError,
     TrainingError,
 )
-from .model import TextClassifier
-from .predict import predict_file
-from .train import train
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .data import TextDataset, load_data
+    from .evaluate import evaluate
+    from .model import TextClassifier
+    from .predict import predict_file
+    from .train import train
 
 __all__ = [
     "BertfitError",
@@ -39,3 +49,25 @@ __all__ = [
     "predict_file",
     "train",
 ]
+
+_LAZY = {
+    "TrainConfig": "config",
+    "TextDataset": "data",
+    "load_data": "data",
+    "evaluate": "evaluate",
+    "TextClassifier": "model",
+    "predict_file": "predict",
+    "train": "train",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # the next lookup is a plain attribute
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

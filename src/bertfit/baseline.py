@@ -16,10 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from .backbone import load_sequence_classifier, load_tokenizer, model_max_length, resolve_model
 from .data import TextDataset, check_validation, multi_hot
-from .evaluate import compute_metrics, majority_label, minority_label
+from .decision import DecisionRule
 from .exceptions import ConfigError, DataError
-from .model import decision_names
+from .hardware import resolve_precision
+from .inference import torch_embeddings
+from .metrics import compute_metrics, majority_label, minority_label
 
 __all__ = ["BASELINES", "run_baselines", "format_baselines"]
 
@@ -100,10 +103,10 @@ def run_baselines(
     return results
 
 
-def format_baselines(results: dict[str, dict[str, Any]]) -> str:
+def format_baselines(results: dict[str, dict[str, Any]], multi_label: bool = False) -> str:
     """A table of the baselines: accuracy, macro-F1, the positive class's F1 (binary tasks) and seconds; for
     multi-label tasks subset accuracy, micro-F1, macro-F1, Hamming loss and seconds."""
-    if all("hamming_loss" in r["metrics"] for r in results.values()):
+    if multi_label:
         return _format_multi_label(results)
     binary = all("positive_label" in r["metrics"] for r in results.values())
     f1_header = f"F1 {next(iter(results.values()))['metrics']['positive_label']!r}" if binary else ""
@@ -156,7 +159,8 @@ def _fit_predict(estimator, train_features, val_features, train: TextDataset, la
     from sklearn.multiclass import OneVsRestClassifier
 
     model = OneVsRestClassifier(estimator).fit(train_features, multi_hot(train.labels, labels))
-    return decision_names(model.predict(val_features).astype(bool), labels)  # each label at probability 0.5
+    # Each label at probability 0.5.
+    return DecisionRule(tuple(labels), multi_label=True).names(model.predict(val_features).astype(bool))
 
 
 def _tfidf_logreg(train: TextDataset, validation: TextDataset, labels: list[str]) -> list:
@@ -192,49 +196,18 @@ def _frozen_embeddings_logreg(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    encoder, tokenizer, limit = _load_encoder(model_name_or_path)
-    embed = _embedder(encoder, tokenizer, min(max_length, limit), batch_size)
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, class_weight="balanced"))
-    train_features = embed(train.texts, "embedding train")
-    return _fit_predict(classifier, train_features, embed(validation.texts, "embedding validation"), train, labels)
-
-
-def _load_encoder(model_name_or_path: str | None):
-    from .model import load_sequence_classifier, load_tokenizer, model_max_length, resolve_model
-
     path = resolve_model(model_name_or_path)
     # Loaded through the classifier loader for its ModelError messages; only the encoder under the (unused,
-    # randomly initialized) head runs.
+    # randomly initialized) head runs, under bf16 autocast where the hardware has it (about 2x faster on this
+    # project's CPU); the pooled vectors are fp32.
     encoder = load_sequence_classifier(path).base_model.eval()
     tokenizer = load_tokenizer(path)
-    return encoder, tokenizer, model_max_length(tokenizer, encoder.config)
+    precision = resolve_precision("auto")
+    encoder.to(precision.device)
+    cut = min(max_length, model_max_length(tokenizer, encoder.config))
 
+    def embed(texts: list[str]) -> np.ndarray:
+        return torch_embeddings(encoder, tokenizer, texts, cut, precision, batch_size)
 
-def _embedder(encoder, tokenizer, max_length: int, batch_size: int) -> Callable[[list[str], str], np.ndarray]:
-    import torch
-
-    from .model import autocast, resolve_precision
-    from .progress import bar
-
-    # bf16 autocast where the hardware has it (about 2x faster on this project's CPU); the pooled vectors are fp32.
-    precision, device = resolve_precision("auto")
-    encoder.to(device)
-
-    def embed(texts: list[str], desc: str) -> np.ndarray:
-        # Batches of similar length (little padding); rows go back to input order.
-        encoded = tokenizer(texts, truncation=True, max_length=max_length)
-        order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-        out = np.empty((len(texts), encoder.config.hidden_size), dtype=np.float32)
-        with torch.inference_mode(), autocast(precision, device):
-            for start in bar(range(0, len(order), batch_size), desc=desc, unit="batch"):
-                idx = order[start : start + batch_size]
-                batch = tokenizer.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors="pt")
-                batch = {k: v.to(device) for k, v in batch.items()}
-                hidden = encoder(**batch).last_hidden_state  # (batch, seq, hidden)
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # mean over real tokens
-                out[idx] = pooled.float().cpu().numpy()
-        return out
-
-    return embed
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, class_weight="balanced"))
+    return _fit_predict(classifier, embed(train.texts), embed(validation.texts), train, labels)

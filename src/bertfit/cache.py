@@ -14,13 +14,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from . import progress
+from .files import atomic_file
 
 __all__ = ["cache_directory", "tokenize_cached"]
 
@@ -31,10 +31,11 @@ _MAPPING = "overflow_to_sample_mapping"
 
 
 def cache_directory(cache_dir: str | None) -> Path | None:
-    """Where token entries live: ``cache_dir``, else ``$BERTFIT_CACHE``, else ``~/.cache/bertfit``; None for 'none'."""
-    if cache_dir is not None and cache_dir.lower() == "none":
-        return None
+    """Where token entries live: ``cache_dir``, else ``$BERTFIT_CACHE``, else ``~/.cache/bertfit``; None when the
+    chosen one is 'none' (the flag's or the variable's: either turns the cache off)."""
     root = cache_dir or os.environ.get("BERTFIT_CACHE") or Path.home() / ".cache" / "bertfit"
+    if str(root).lower() == "none":
+        return None
     return Path(root) / "tokens"
 
 
@@ -106,15 +107,8 @@ def _write(path: Path, encoded: dict[str, list]) -> None:
             continue
         arrays[f"{column}.offsets"] = np.cumsum([0] + [len(row) for row in rows], dtype=np.int64)
         arrays[f"{column}.values"] = np.fromiter((t for row in rows for t in row), dtype=np.int32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def _read(path: Path) -> dict[str, list[list[int]]]:

@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -200,48 +200,22 @@ def train(
     """Fine-tune a model on labelled texts, evaluate it on validation and save it to --output-dir."""
     from .config import read_config_file
     from .data import load_data
-    from .train import format_history, is_main_process
+    from .train import is_main_process, summary
     from .train import train as run_training
 
-    given = _given(ctx)
-    flags = {("model_name_or_path" if k == "model" else k): v for k, v in ctx.params.items() if k in given}
-    flags = {k: v for k, v in flags.items() if k in _DEFAULT}
+    flags = {("model_name_or_path" if k == "model" else k): v for k, v in ctx.params.items() if k in _given(ctx)}
     from_file = read_config_file(config) if config else {}
-    cfg = TrainConfig.from_dict({"output_dir": output_dir, **from_file, **flags})
+    cfg = TrainConfig.from_dict(
+        {"output_dir": output_dir, **from_file, **{k: v for k, v in flags.items() if k in _DEFAULT}}
+    )
     read = {"sep": sep, "encoding": encoding, "label_sep": cfg.label_sep}
     train_data = load_data(data, cfg.text_column, cfg.label_column, **read)
     val_data = validation and load_data(validation, cfg.text_column, cfg.label_column, **read)
     clf = run_training(cfg, train_data, val_data)
     if not is_main_process():  # the other processes of torchrun / accelerate launch: rank 0 reports
         return
-    info = clf.info_
-    typer.echo(f"\nPer-epoch validation ({info['best']['metric']} picked epoch {info['best']['epoch']:g}, marked *):")
-    typer.echo(format_history(info["history"], info["best"]["epoch"]), nl=False)
-    typer.echo(f"\nFinal metrics on {info['data']['validation']['rows']} validation texts:")
-    typer.echo(_format_metrics(clf.metrics))
-    if "thresholds" in info:
-        tuning, half, cuts = info["threshold_tuning"], info["threshold_tuning"]["at_0.5"], info["thresholds"].values()
-        typer.echo(
-            f"  decision thresholds per label {min(cuts):.4f} to {max(cuts):.4f}, tuned on validation for "
-            f"{tuning['metric']} (the per_class table of metrics.json lists them); at 0.5 instead: micro_f1 "
-            f"{half['micro_f1']:.4f}, macro_f1 {half['macro_f1']:.4f}, subset accuracy {half['accuracy']:.4f}"
-        )
-    elif "threshold_tuning" in info:
-        tuning, half = info["threshold_tuning"], info["threshold_tuning"]["at_0.5"]
-        typer.echo(
-            f"  decision threshold {info['threshold']:.4f} on P({info['positive_label']}), tuned on validation for "
-            f"{tuning['metric']}; at 0.5 instead: f1 {half['f1']:.4f}, precision {half['precision']:.4f}, "
-            f"recall {half['recall']:.4f}"
-        )
-    if info.get("baselines"):
-        from .baseline import format_baselines
-
-        rows = {"fine-tuned (this model)": {"metrics": clf.metrics, "seconds": info["train_seconds"]}}
-        typer.echo("\nAgainst baselines on the same validation texts (fine-tuned: training seconds):")
-        typer.echo(format_baselines({**rows, **info["baselines"]}))
-    typer.echo(f"\nModel saved to {cfg.output_dir} (training took {info['train_seconds']:.0f} s)")
-    typer.echo(f"Report: {Path(cfg.output_dir) / 'report.html'} (open it in a browser)")
-    for warning in info["warnings"]:
+    typer.echo(summary(clf, cfg.output_dir))
+    for warning in clf.card.training.warnings:
         typer.echo(f"\n{'!' * 100}\n{warning}\n{'!' * 100}", err=True)
 
 
@@ -269,12 +243,13 @@ def evaluate(
     """Evaluate a trained model on a labelled file."""
     from .data import load_data
     from .evaluate import evaluate as run_evaluation
-    from .export import load_classifier
+    from .metrics import format_metrics
+    from .model import load_classifier
 
     clf = load_classifier(model_dir)
     dataset = load_data(data, text_column, label_column, sep=sep, encoding=encoding, label_sep=label_sep)
     metrics = run_evaluation(clf, dataset, positive_label)
-    typer.echo(json.dumps(metrics, indent=2) if as_json else _format_metrics(metrics))
+    typer.echo(json.dumps(metrics, indent=2) if as_json else format_metrics(metrics))
 
 
 @app.command()
@@ -325,8 +300,8 @@ def predict(
     their probabilities, each joined by --label-sep (both empty when no label reaches its threshold).
     """
     from .exceptions import ConfigError
-    from .export import load_classifier
-    from .predict import label_separator, predict_file, prediction_rows
+    from .model import load_classifier
+    from .predict import label_separator, predict_file
 
     if bool(input_file) != bool(output_file) or (input_file and texts) or not (input_file or texts):
         raise ConfigError("give texts as arguments, or both --input FILE and --output FILE")
@@ -346,7 +321,7 @@ def predict(
         typer.echo(f"wrote {count} predictions to {output_file}")
         return
     joiner = label_sep or label_separator(clf)
-    for row in prediction_rows(clf, list(texts)):
+    for row in clf.prediction_rows(list(texts)):
         if clf.multi_label:
             scores = joiner.join(f"{row[f'prob_{label}']:.4f}" for label in row["labels"])
             typer.echo(f"{joiner.join(row['labels'])}\t{scores}\t{row['text']}")
@@ -357,7 +332,9 @@ def predict(
 @app.command()
 @_errors
 def serve(
-    model_dir: Annotated[Path, typer.Argument(help="A model directory written by 'bertfit train'.")],
+    model_dir: Annotated[
+        Path, typer.Argument(help="A model directory written by 'bertfit train', or an export of 'bertfit export'.")
+    ],
     host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0: all).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     max_batch_size: Annotated[
@@ -371,10 +348,10 @@ def serve(
     precision: PredictPrecisionOpt = "fp32",
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /info, a try-it page at / and the API docs at /docs."""
-    from .model import TextClassifier
+    from .model import load_classifier
     from .serve import run_server
 
-    clf = TextClassifier.from_pretrained(model_dir)
+    clf = load_classifier(model_dir)
     typer.echo(f"Serving {model_dir} (labels {clf.labels}) at http://{host}:{port}/ ; API docs at /docs", err=True)
     run_server(
         clf,
@@ -468,7 +445,7 @@ def report(
     quiet: QuietOpt = False,
 ) -> None:
     """Rebuild a model's report.html, optionally on another labelled file."""
-    from .report import write_report
+    from .evaluate import write_report
 
     columns = {"text_column": text_column, "label_column": label_column, "label_sep": label_sep}
     path = write_report(model_dir, data, output, sep=sep, encoding=encoding, **columns)
@@ -510,7 +487,7 @@ def baseline(
         typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
         return
     typer.echo(f"Baselines, trained on {len(train_data)} texts, scored on {len(val_data)} validation texts:")
-    typer.echo(format_baselines(results))
+    typer.echo(format_baselines(results, train_data.multi_label))
 
 
 @app.command()
@@ -543,30 +520,6 @@ def export(
         typer.echo(f"  accuracy         {before:.4f} (PyTorch) -> {after:.4f} (ONNX), change {after - before:+.4f}")
         typer.echo(f"  label agreement  {result['label_agreement']:.4f}")
         typer.echo(f"  max |prob diff|  {result['max_abs_prob_diff']:.2g}")
-
-
-def _format_metrics(metrics: dict[str, Any]) -> str:
-    scalars = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc", "samples_f1", "hamming_loss")
-    lines = [f"  {name:<12}{metrics[name]:.4f}" for name in scalars if name in metrics]
-    if "hamming_loss" in metrics:
-        lines[0] += "  (subset accuracy: the share of texts whose predicted label set is exactly right)"
-    if "positive_label" in metrics:
-        lines.append(
-            f"  positive class {metrics['positive_label']!r}: "
-            + "  ".join(f"{name} {metrics[name]:.4f}" for name in ("precision", "recall", "f1", "specificity"))
-        )
-    lines.append(f"  {'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
-    for label, s in metrics["per_class"].items():
-        lines.append(f"  {label:<20}{s['precision']:>10.4f}{s['recall']:>10.4f}{s['f1']:>10.4f}{s['support']:>10}")
-    if "confusion_matrix" not in metrics:  # multi-label
-        return "\n".join(lines)
-    cm = metrics["confusion_matrix"]
-    width = max(8, *(len(label) + 2 for label in cm["labels"]))
-    lines.append("  confusion matrix (rows: true, columns: predicted)")
-    lines.append("  " + " " * width + "".join(f"{label:>{width}}" for label in cm["labels"]))
-    for label, row in zip(cm["labels"], cm["matrix"]):
-        lines.append(f"  {label:<{width}}" + "".join(f"{n:>{width}}" for n in row))
-    return "\n".join(lines)
 
 
 def main() -> None:

@@ -10,10 +10,20 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .chunking import AGGREGATES, CHUNK_MAX_LENGTH, LONG_TEXT_MODES, resolve_stride
 from .exceptions import ConfigError
 
-__all__ = ["TrainConfig", "METRICS_FOR_BEST_MODEL", "SINGLE_LABEL_METRICS", "MAX_POS_WEIGHT", "PRECISIONS", "TRACKERS"]
+__all__ = [
+    "TrainConfig",
+    "METRICS_FOR_BEST_MODEL",
+    "SINGLE_LABEL_METRICS",
+    "MAX_POS_WEIGHT",
+    "PRECISIONS",
+    "TRACKERS",
+    "LONG_TEXT_MODES",
+    "AGGREGATES",
+    "CHUNK_MAX_LENGTH",
+    "resolve_stride",
+]
 
 METRICS_FOR_BEST_MODEL = ("macro_f1", "accuracy", "micro_f1", "weighted_f1", "mcc", "f1", "loss")
 SINGLE_LABEL_METRICS = ("mcc", "f1")  # not computed for multi-label tasks
@@ -22,6 +32,11 @@ SINGLE_LABEL_METRICS = ("mcc", "f1")  # not computed for multi-label tasks
 MAX_POS_WEIGHT = 100.0
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TRACKERS = ("mlflow", "tensorboard", "wandb")
+LONG_TEXT_MODES = ("truncate", "chunk")
+AGGREGATES = ("mean", "max")
+# The longest window chunk mode picks by itself: attention cost grows with the window, and a document is covered by
+# its windows either way (on 20 Newsgroups, 256-token windows beat truncation: README, Long documents).
+CHUNK_MAX_LENGTH = 256
 
 
 @dataclass
@@ -359,6 +374,25 @@ def _parse_class_weights(value: Any) -> str | dict[str, float]:
     )
     _check(ok, "class_weights", value, "'none', 'balanced' or a JSON object of label to positive weight")
     return {str(label): float(weight) for label, weight in parsed.items()}
+
+
+def resolve_stride(stride: int | None, max_length: int) -> int:
+    """The overlap in tokens of consecutive windows: ``stride``, or ``max_length // 4`` when it is None.
+
+    Raises:
+        ConfigError: ``stride`` is negative or above half of ``max_length`` (windows would mostly repeat).
+
+    >>> resolve_stride(None, 256)
+    64
+    """
+    if stride is None:
+        return max_length // 4
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 0 <= stride <= max_length // 2:
+        raise ConfigError(
+            f"stride must be an integer from 0 to {max_length // 2} (half of max_length {max_length}), got "
+            f"{stride!r}; lower --stride or raise --max-length"
+        )
+    return stride
 
 
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:

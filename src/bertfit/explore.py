@@ -17,12 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .backbone import load_tokenizer, quiet_transformers, resolve_model
+from .card import read_model_files
 from .data import TextDataset, label_set, read_columns, sorted_labels
+from .features import suggest_max_length
+from .plots import figure, save_figure
 
 __all__ = [
     "explore",
     "format_summary",
-    "suggest_max_length",
     "token_lengths",
     "tokenize_text",
     "format_tokens",
@@ -34,7 +37,6 @@ logger = logging.getLogger(__name__)
 TRUNCATION_POINTS = (64, 128, 256, 512)
 LOG_SCALE_RATIO = 10  # the label plot switches to a log scale when the largest class is this many times the smallest
 TOKEN_SAMPLE = 100_000  # above this many texts, token statistics come from a random sample of this size
-PLOT_SIZE = (1000, 600)  # pixels of every PNG (width, height)
 _EXAMPLES = 5
 
 
@@ -112,21 +114,8 @@ def explore(
     return result
 
 
-def suggest_max_length(lengths: np.ndarray, limit: int) -> int:
-    """The 99th percentile of token counts, rounded up to a multiple of 8, at least 16, at most ``limit``.
-
-    >>> suggest_max_length(np.array([10, 20, 30, 41]), 512)
-    48
-    """
-    if len(lengths) == 0:
-        return min(limit, 16)
-    p99 = float(np.percentile(lengths, 99))
-    return int(min(limit, max(16, 8 * math.ceil(p99 / 8))))
-
-
 def token_lengths(tokenizer, texts: Sequence[str], desc: str = "tokenizing") -> np.ndarray:
     """Token counts of ``texts``, special tokens included and nothing truncated, tokenized in batches."""
-    from .model import quiet_transformers
     from .progress import tokenize
 
     with quiet_transformers():  # silence "sequence longer than the model's maximum": we only count
@@ -156,16 +145,9 @@ def tokenize_text(model: str, text: str, max_length: int | None = None) -> dict[
     >>> tokenize_text("runs/spam", "Free prize!")["count"]  # doctest: +SKIP
     5
     """
-    import json
-
-    from .model import BERTFIT_FILE
-
     tokenizer = _load_tokenizer(model)
-    info_file = Path(model) / BERTFIT_FILE
-    trained = json.loads(info_file.read_text()).get("max_length") if info_file.is_file() else None
-    max_length = max_length or trained or _tokenizer_limit(tokenizer)
-    from .model import quiet_transformers
-
+    card = read_model_files(model).card if Path(model).is_dir() else None
+    max_length = max_length or (card.max_length if card else None) or _tokenizer_limit(tokenizer)
     with quiet_transformers():
         encoded = tokenizer(text, return_special_tokens_mask=True, verbose=False)
     ids = encoded["input_ids"]
@@ -203,9 +185,7 @@ def format_tokens(result: dict[str, Any]) -> str:
 
 def _load_tokenizer(model: str):
     # The embedded default model answers to its hub id too, so the CLI can name it without the hub.
-    from .model import DEFAULT_MODEL_NAME, load_tokenizer, resolve_model
-
-    return load_tokenizer(resolve_model(None if model == DEFAULT_MODEL_NAME else model))
+    return load_tokenizer(resolve_model(model))
 
 
 # -- reading -------------------------------------------------------------------------------------------------------
@@ -480,25 +460,6 @@ def format_summary(result: dict[str, Any]) -> str:
 
 
 # -- plots ---------------------------------------------------------------------------------------------------------
-
-
-def figure():
-    """A matplotlib figure of :data:`PLOT_SIZE` pixels, drawn off-screen (Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt.figure(figsize=(PLOT_SIZE[0] / 100, PLOT_SIZE[1] / 100), dpi=100)
-
-
-def save_figure(fig, path: Path) -> str:
-    """Write ``fig`` as a PNG of exactly :data:`PLOT_SIZE` pixels and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
-    return str(path)
 
 
 def _plots(splits: dict[str, pd.DataFrame], result: dict[str, Any], out: Path) -> list[str]:

@@ -1,52 +1,34 @@
-"""ONNX export of a trained model directory, optional dynamic int8 quantization, and prediction with onnxruntime.
+"""ONNX export of a trained model directory, with optional dynamic int8 quantization, re-evaluated after writing.
 
 An export directory holds ``model.onnx`` (inputs ``input_ids``, ``attention_mask`` and ``token_type_ids`` when the
-model takes them, dynamic batch and sequence axes; output ``logits``), the tokenizer files, ``bertfit.json`` (with an
-``export`` entry) and ``metrics.json``. :func:`load_classifier` opens it as an :class:`OnnxClassifier`, which
-predicts like a :class:`~bertfit.model.TextClassifier`, so ``bertfit predict`` and ``bertfit evaluate`` take either.
+model takes them, dynamic batch and sequence axes; output ``logits``), the tokenizer files, ``bertfit.json`` (the
+card, with an ``export`` entry) and ``metrics.json``. :func:`bertfit.model.load_classifier` opens it as an
+:class:`~bertfit.onnx_model.OnnxClassifier`, which predicts like a :class:`~bertfit.model.TextClassifier`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .exceptions import ConfigError, MissingDependencyError, ModelError
-from .model import (
-    BERTFIT_FILE,
-    METRICS_FILE,
-    TextClassifier,
-    _LabelledPredictor,
-    _write_json,
-    atomic_directory,
-    batched_logits,
-    decision_names,
-    load_tokenizer,
-    quiet_transformers,
-)
+from .backbone import quiet_transformers
+from .card import write_model_files
+from .exceptions import ConfigError, MissingDependencyError
+from .features import INPUT_KEYS
+from .files import atomic_directory
+from .model import TextClassifier
+from .onnx_model import ONNX_FILE, OnnxClassifier, onnxruntime_module
 
-__all__ = ["export_onnx", "OnnxClassifier", "load_classifier", "ONNX_FILE", "QUANTIZE_MODES"]
+__all__ = ["export_onnx", "default_export_dir", "QUANTIZE_MODES"]
 
 logger = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
 QUANTIZE_MODES = ("int8",)
 OPSET = 17  # LayerNormalization is one fused op from opset 17 on
-_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def _onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise MissingDependencyError.for_extra("ONNX export and prediction", "onnx", "onnxruntime") from None
-    return onnxruntime
 
 
 def default_export_dir(model_dir: str | Path, quantize: str | None = None) -> Path:
@@ -92,7 +74,7 @@ def export_onnx(
     """
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ConfigError(f"unknown quantization {quantize!r}; expected one of {sorted(QUANTIZE_MODES)} or none")
-    _onnxruntime()
+    onnxruntime_module()
     try:
         import onnx  # noqa: F401  (the exporter and the quantizer need it)
     except ImportError:
@@ -106,11 +88,8 @@ def export_onnx(
             _quantize_int8(staging / ONNX_FILE)
         with quiet_transformers():
             clf.tokenizer_.save_pretrained(staging)
-        _write_json(
-            staging / BERTFIT_FILE, {**clf.info_, "export": {"format": "onnx", "quantize": quantize, "opset": OPSET}}
-        )
-        if (model_dir / METRICS_FILE).is_file():
-            shutil.copy2(model_dir / METRICS_FILE, staging / METRICS_FILE)
+        card = replace(clf.card, export={"format": "onnx", "quantize": quantize, "opset": OPSET})
+        write_model_files(staging, card, clf.metrics)
         result = {
             "output_dir": str(output_dir),
             "quantize": quantize,
@@ -129,7 +108,7 @@ def _export_graph(clf: TextClassifier, path: Path) -> None:
 
     model = clf.model_.to("cpu").eval()
     accepted = inspect.signature(model.forward).parameters
-    names = [k for k in _INPUT_NAMES if k in clf.tokenizer_.model_input_names and k in accepted]
+    names = [k for k in INPUT_KEYS if k in clf.tokenizer_.model_input_names and k in accepted]
     # A padded batch of two, so that tracing sees a real attention mask and no shape is baked in as a constant.
     sample = clf.tokenizer_(["an example text to trace the model with", "short"], padding=True, return_tensors="pt")
     wrapper = _logits_only(model, names).eval()  # eval: the exporter restores the wrapper's mode on the model after
@@ -178,19 +157,17 @@ def _quantize_int8(path: Path) -> None:
 
 
 def _compare(clf: TextClassifier, exported: OnnxClassifier, model_dir: Path) -> dict[str, Any]:
-    from .report import PREDICTIONS_FILE, read_records
-
-    if not (model_dir / PREDICTIONS_FILE).is_file():
-        logger.warning("%s has no %s; the export is not re-evaluated", model_dir, PREDICTIONS_FILE)
+    records = clf.validation_predictions_
+    if records is None:
+        logger.warning("%s has no validation predictions; the export is not re-evaluated", model_dir)
         return {"texts": 0}
-    records = read_records(model_dir / PREDICTIONS_FILE)
     texts = [r["text"] for r in records]
     logger.info("re-evaluating on %d validation texts", len(texts))
     probs_pt, probs_onnx = clf.predict_proba(texts), exported.predict_proba(texts)  # (n_texts, n_labels)
     # Label names, or label sets as tuples (multi-label: the accuracy is subset accuracy).
     truth = _as_keys([r["true_labels"] if clf.multi_label else r["true_label"] for r in records])
-    pred_pt = _as_keys(decision_names(clf.decide(probs_pt), clf.labels))
-    pred_onnx = _as_keys(decision_names(exported.decide(probs_onnx), clf.labels))
+    pred_pt = _as_keys(clf.decision.predict(probs_pt))
+    pred_onnx = _as_keys(exported.decision.predict(probs_onnx))
     acc_pt, acc_onnx = float(np.mean(pred_pt == truth)), float(np.mean(pred_onnx == truth))
     return {
         "texts": len(texts),
@@ -208,119 +185,3 @@ def _as_keys(predictions: list) -> np.ndarray:
     for i, prediction in enumerate(predictions):
         keys[i] = prediction if isinstance(prediction, str) else tuple(prediction)
     return keys
-
-
-class OnnxClassifier(_LabelledPredictor):
-    """A model exported by :func:`export_onnx`, predicting with onnxruntime like a TextClassifier.
-
-    Args:
-        onnx_path: The ``model.onnx`` file.
-        tokenizer: The model's tokenizer.
-        info: The contents of ``bertfit.json``.
-        metrics: The validation metrics saved with the model, if any.
-        batch_size: Texts per prediction batch.
-        threads: onnxruntime intra-op threads; default: onnxruntime's choice (one per physical core).
-
-    >>> clf = OnnxClassifier.from_pretrained("runs/spam-onnx-int8")  # doctest: +SKIP
-    >>> clf.predict("free prize, call now")  # doctest: +SKIP
-    'spam'
-    """
-
-    def __init__(
-        self,
-        onnx_path: str | Path,
-        tokenizer,
-        info: dict[str, Any],
-        metrics: dict[str, Any] | None = None,
-        batch_size: int = 128,
-        threads: int | None = None,
-    ) -> None:
-        self.onnx_path = Path(onnx_path)
-        self.tokenizer_ = tokenizer
-        self.info_ = info
-        self.metrics_ = metrics
-        self.batch_size = batch_size
-        self.threads = threads
-        self._start_session()
-
-    def _start_session(self) -> None:
-        ort = _onnxruntime()
-        options = ort.SessionOptions()
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        try:
-            self.session_ = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own untyped errors for missing or corrupt files
-            raise ModelError(f"could not load {self.onnx_path}: {str(err).strip().splitlines()[0]}") from None
-        self._input_names = [i.name for i in self.session_.get_inputs()]
-
-    def set_threads(self, threads: int) -> None:
-        """Use ``threads`` onnxruntime intra-op threads from now on (a worker process's share of the CPU)."""
-        self.threads = threads
-        self._start_session()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # An InferenceSession does not pickle; predict_file's worker processes open the file again.
-        return {k: v for k, v in self.__dict__.items() if k != "session_"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._start_session()
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, *, batch_size: int = 128, threads: int | None = None) -> OnnxClassifier:
-        """Load an export directory written by :func:`export_onnx`.
-
-        Args:
-            path: The export directory.
-            batch_size: Texts per prediction batch.
-            threads: onnxruntime intra-op threads; default: onnxruntime's choice (one per physical core).
-
-        Raises:
-            ModelError: The directory holds no ``model.onnx`` or ``bertfit.json``, or they cannot be loaded.
-            MissingDependencyError: onnxruntime is not installed.
-        """
-        _onnxruntime()
-        path = Path(path)
-        if not (path / ONNX_FILE).is_file() or not (path / BERTFIT_FILE).is_file():
-            raise ModelError(
-                f"{path} is not an ONNX export (expected {ONNX_FILE} and {BERTFIT_FILE}); run 'bertfit export'"
-            )
-        info = json.loads((path / BERTFIT_FILE).read_text(encoding="utf-8"))
-        metrics_file = path / METRICS_FILE
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
-        return cls(path / ONNX_FILE, load_tokenizer(str(path)), info, metrics, batch_size=batch_size, threads=threads)
-
-    def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Class probabilities in :attr:`labels` order (sigmoids for a multi-label model): ``(n_texts, n_labels)``, or
-        ``(n_labels,)`` for a string."""
-        logits = batched_logits(
-            self.tokenizer_,
-            [texts] if isinstance(texts, str) else list(texts),
-            self._forward,
-            self.windowing,
-            len(self.labels),
-            self.batch_size,
-            tensors="np",
-        )
-        probs = self._probabilities(logits)
-        return probs[0] if isinstance(texts, str) else probs
-
-    def _forward(self, batch) -> np.ndarray:
-        feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self._input_names}
-        return self.session_.run(["logits"], feed)[0]  # (batch, n_labels)
-
-
-def load_classifier(
-    path: str | Path, *, batch_size: int = 128, precision: str = "fp32"
-) -> TextClassifier | OnnxClassifier:
-    """An :class:`OnnxClassifier` when ``path`` holds ``model.onnx``, else ``TextClassifier.from_pretrained(path)``
-    predicting in ``precision`` (an export runs in the arithmetic it was exported with).
-
-    Raises:
-        ModelError: ``path`` is neither a loadable model directory nor an ONNX export.
-        MissingDependencyError: ``path`` is an ONNX export and onnxruntime is not installed.
-    """
-    if (Path(path) / ONNX_FILE).is_file():
-        return OnnxClassifier.from_pretrained(path, batch_size=batch_size)
-    return TextClassifier.from_pretrained(path, batch_size=batch_size, precision=precision)

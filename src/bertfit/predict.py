@@ -11,17 +11,16 @@ import json
 import logging
 import multiprocessing
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
-
 from .data import iter_text_chunks
 from .exceptions import DataError, OutputExistsError
-from .model import TextClassifier, decision_names
+from .files import atomic_file
+from .model import load_classifier
+from .predictor import Predictor
 
-__all__ = ["predict_file", "prediction_rows", "label_separator", "BatchPredictor"]
+__all__ = ["predict_file", "label_separator", "BatchPredictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,33 +29,10 @@ _WORKER_CHUNK_SIZE = 1024
 DEFAULT_LABEL_SEP = ";"
 
 
-def prediction_rows(classifier: TextClassifier, texts: list[str]) -> list[dict]:
-    """One dict per text: ``text``, ``label``, ``score`` (probability of that label) and ``prob_<label>`` per class.
-
-    For a multi-label model: ``text``, ``labels`` (the list of predicted label names, in label order; empty when no
-    label reaches its threshold) and ``prob_<label>`` per label.
-
-    >>> prediction_rows(clf, ["see you at 7"])  # doctest: +SKIP
-    [{'text': 'see you at 7', 'label': 'ham', 'score': 0.998, 'prob_ham': 0.998, 'prob_spam': 0.002}]
-    >>> prediction_rows(emotions, ["thanks, I love it"])  # doctest: +SKIP
-    [{'text': 'thanks, I love it', 'labels': ['gratitude', 'love'], 'prob_admiration': 0.03, ...}]
-    """
-    labels = classifier.labels
-    probs = classifier.predict_proba(texts)
-    decisions = classifier.decide(probs)
-    probabilities = [{f"prob_{lab}": float(v) for lab, v in zip(labels, p)} for p in probs]
-    if classifier.multi_label:
-        names = decision_names(decisions, labels)
-        return [{"text": text, "labels": chosen, **prob} for text, chosen, prob in zip(texts, names, probabilities)]
-    return [
-        {"text": text, "label": labels[k], "score": float(p[k]), **prob}
-        for text, p, k, prob in zip(texts, probs, decisions, probabilities)
-    ]
-
-
-def label_separator(classifier: TextClassifier) -> str:
+def label_separator(classifier: Predictor) -> str:
     """What joins a multi-label prediction in CSV output: the model's training ``label_sep``, else ``";"``."""
-    return (classifier.info_.get("config") or {}).get("label_sep") or DEFAULT_LABEL_SEP
+    training = classifier.card.training
+    return (training.config.get("label_sep") if training else None) or DEFAULT_LABEL_SEP
 
 
 class BatchPredictor:
@@ -76,35 +52,20 @@ class BatchPredictor:
     """
 
     def __init__(self, model_dir: str | Path, text_column: str = "text", batch_size: int = 128) -> None:
-        self.classifier = TextClassifier.from_pretrained(model_dir, batch_size=batch_size)
+        self.classifier = load_classifier(model_dir, batch_size=batch_size)
         self.text_column = text_column
 
     def __call__(self, batch):
         texts = [str(text) for text in batch[self.text_column]]
         probs = self.classifier.predict_proba(texts)  # (n_texts, n_labels)
-        labels = self.classifier.labels
-        decisions = self.classifier.decide(probs)
         out = batch.copy()
-        if self.classifier.multi_label:
-            out["labels"] = _list_column(decision_names(decisions, labels))
-        else:
-            out["label"] = np.array(decision_names(decisions, labels), dtype=object)
-            out["score"] = probs[np.arange(len(texts)), decisions]
-        for k, label in enumerate(labels):
-            out[f"prob_{label}"] = probs[:, k]
+        for name, column in self.classifier.decision.columns(probs).items():
+            out[name] = column
         return out
 
 
-def _list_column(lists: list[list[str]]) -> np.ndarray:
-    # A 1-d object array of lists; np.array(lists) would make a 2-d array of names when the lists are of equal length.
-    column = np.empty(len(lists), dtype=object)
-    for i, values in enumerate(lists):
-        column[i] = values
-    return column
-
-
 def predict_file(
-    classifier: TextClassifier,
+    classifier: Predictor,
     input_path: str | Path,
     output_path: str | Path,
     *,
@@ -116,7 +77,8 @@ def predict_file(
     num_workers: int = 1,
     label_sep: str | None = None,
 ) -> int:
-    """Predict every text of ``input_path`` and write the rows of :func:`prediction_rows` to ``output_path``.
+    """Predict every text of ``input_path`` and write its prediction rows (see
+    :meth:`bertfit.predictor.Predictor.prediction_rows`) to ``output_path``.
 
     The input is read in chunks, so memory stays flat whatever its size; the output (CSV or JSONL, by suffix) keeps
     the input order and appears only when complete. With ``num_workers > 1``, that many processes (each holding a
@@ -139,31 +101,24 @@ def predict_file(
         raise OutputExistsError(
             f"output file {output_path} already exists; pass --overwrite or choose another --output"
         )
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output_path.name}.", dir=output_path.parent)
     rows_written = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            predicted = ["labels"] if classifier.multi_label else ["label", "score"]
-            fields = ["text", *predicted] + [f"prob_{label}" for label in classifier.labels]
-            joiner = label_sep or label_separator(classifier)
-            writer = csv.DictWriter(handle, fieldnames=fields) if kind == "csv" else None
+    with atomic_file(output_path, newline="") as handle:
+        predicted = ["labels"] if classifier.multi_label else ["label", "score"]
+        fields = ["text", *predicted] + [f"prob_{label}" for label in classifier.labels]
+        joiner = label_sep or label_separator(classifier)
+        writer = csv.DictWriter(handle, fieldnames=fields) if kind == "csv" else None
+        if writer is not None:
+            writer.writeheader()
+        if num_workers > 1:  # small tasks keep every worker busy and need little buffering to keep the order
+            chunk_size = min(chunk_size, _WORKER_CHUNK_SIZE)
+        chunks = iter_text_chunks(input_path, text_column, sep=sep, encoding=encoding, chunk_size=chunk_size)
+        for rows in _predicted_chunks(classifier, chunks, num_workers):
             if writer is not None:
-                writer.writeheader()
-            if num_workers > 1:  # small tasks keep every worker busy and need little buffering to keep the order
-                chunk_size = min(chunk_size, _WORKER_CHUNK_SIZE)
-            chunks = iter_text_chunks(input_path, text_column, sep=sep, encoding=encoding, chunk_size=chunk_size)
-            for rows in _predicted_chunks(classifier, chunks, num_workers):
-                if writer is not None:
-                    writer.writerows(_joined(rows, joiner) if classifier.multi_label else rows)
-                else:
-                    handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-                rows_written += len(rows)
-                logger.info("predicted %d rows", rows_written)
-        os.replace(tmp, output_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+                writer.writerows(_joined(rows, joiner) if classifier.multi_label else rows)
+            else:
+                handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            rows_written += len(rows)
+            logger.info("predicted %d rows", rows_written)
     return rows_written
 
 
@@ -171,10 +126,10 @@ def _joined(rows: list[dict], label_sep: str) -> list[dict]:
     return [{**row, "labels": label_sep.join(row["labels"])} for row in rows]
 
 
-def _predicted_chunks(classifier: TextClassifier, chunks: Iterable[list[str]], num_workers: int) -> Iterator[list]:
+def _predicted_chunks(classifier: Predictor, chunks: Iterable[list[str]], num_workers: int) -> Iterator[list]:
     """The prediction rows of each chunk, in order; computed by ``num_workers`` processes when it is above 1."""
     if num_workers <= 1:
-        yield from (prediction_rows(classifier, texts) for texts in chunks)
+        yield from (classifier.prediction_rows(texts) for texts in chunks)
         return
     threads = max(1, (os.cpu_count() or 1) // num_workers)
     # spawn, not fork: forking a process whose torch/tokenizers thread pools are running can deadlock.
@@ -189,10 +144,10 @@ def _predicted_chunks(classifier: TextClassifier, chunks: Iterable[list[str]], n
             yield pending.popleft().get()
 
 
-_worker_classifier: TextClassifier | None = None
+_worker_classifier: Predictor | None = None
 
 
-def _start_worker(classifier: TextClassifier, threads: int) -> None:
+def _start_worker(classifier: Predictor, threads: int) -> None:
     global _worker_classifier
     import torch
 
@@ -203,4 +158,4 @@ def _start_worker(classifier: TextClassifier, threads: int) -> None:
 
 
 def _predict_in_worker(texts: list[str]) -> list[dict]:
-    return prediction_rows(_worker_classifier, texts)
+    return _worker_classifier.prediction_rows(texts)

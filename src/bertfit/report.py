@@ -2,10 +2,10 @@
 
 It shows the config and data summary, learning curves, the per-epoch table, per-class scores, a confusion-matrix
 heat map (single-label tasks), precision-recall and ROC curves for binary tasks, the most confident validation
-mistakes (true vs predicted label sets for multi-label tasks), throughput and timings, and the environment. Every
-``bertfit train`` writes it into the model directory, next to ``validation_predictions.jsonl`` (what the report needs
-to be rebuilt: text, true label, predicted label and the class probabilities of every validation text);
-:func:`write_report` rebuilds it, optionally on another labelled file.
+mistakes (true vs predicted label sets for multi-label tasks), throughput and timings, and the environment.
+:func:`build_report` makes the page from a model's card, its metrics and its per-text validation records (see
+:meth:`bertfit.decision.DecisionRule.records`); the save stage writes it into every model directory, and
+``bertfit report`` (:func:`bertfit.evaluate.write_report`) rebuilds it, optionally on another labelled file.
 """
 
 from __future__ import annotations
@@ -14,22 +14,17 @@ import base64
 import html
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .exceptions import DataError, ModelError
-from .model import decision_names
+from .card import ModelCard
+from .plots import figure, save_figure
 
-__all__ = ["build_report", "prediction_records", "write_report", "write_report_files", "REPORT_FILE"]
+__all__ = ["build_report", "MISTAKES_SHOWN"]
 
-REPORT_FILE = "report.html"
-PREDICTIONS_FILE = "validation_predictions.jsonl"
 MISTAKES_SHOWN = 20
 
 _CSS = """
@@ -46,147 +41,38 @@ border-radius:6px}.muted{color:#666;font-size:.9rem}td.text{text-align:left;max-
 """
 
 
-def prediction_records(
-    texts: Sequence[str],
-    y_true: Sequence[str] | Sequence[Sequence[str]],
-    probs: np.ndarray,
-    labels: Sequence[str],
-    best: np.ndarray,
-) -> list[dict[str, Any]]:
-    """One dict per text: ``text``, ``true_label``, ``label`` (predicted: the label index ``best`` of each row, see
-    ``TextClassifier.decide``), ``score`` and ``prob_<label>`` per class.
-
-    For a multi-label model (``best`` a boolean matrix of shape ``(n_texts, n_labels)``) the dict holds
-    ``true_labels`` and ``labels`` (predicted), both lists of label names, instead of ``true_label``, ``label`` and
-    ``score``.
-    """
-    probabilities = [{f"prob_{label}": round(float(v), 6) for label, v in zip(labels, p)} for p in probs]
-    if best.ndim == 2:
-        return [
-            {"text": text, "true_labels": list(truth), "labels": predicted, **prob}
-            for text, truth, predicted, prob in zip(texts, y_true, decision_names(best, labels), probabilities)
-        ]
-    return [
-        {"text": text, "true_label": truth, "label": labels[k], "score": round(float(p[k]), 6), **prob}
-        for text, truth, p, k, prob in zip(texts, y_true, probs, best, probabilities)
-    ]
-
-
-def write_report_files(directory: str | Path, info: dict[str, Any], metrics: dict[str, Any], records: list[dict]):
-    """Write ``report.html`` and ``validation_predictions.jsonl`` into ``directory`` (a model directory)."""
-    directory = Path(directory)
-    lines = (json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    (directory / PREDICTIONS_FILE).write_text("".join(lines), encoding="utf-8")
-    (directory / REPORT_FILE).write_text(build_report(info, metrics, records), encoding="utf-8")
-
-
-def write_report(
-    model_dir: str | Path,
-    data: str | Path | None = None,
-    output: str | Path | None = None,
-    *,
-    text_column: str = "text",
-    label_column: str = "label",
-    sep: str | None = None,
-    encoding: str = "utf-8",
-    label_sep: str | None = None,
-) -> Path:
-    """Rebuild the report of a model directory, from its saved validation predictions or on ``data``.
-
-    Args:
-        model_dir: A directory written by ``bertfit train``.
-        data: A labelled file to evaluate the model on instead of the saved validation predictions.
-        output: Where to write the HTML; default: ``model_dir/report.html``.
-        text_column: Column of ``data`` holding the texts.
-        label_column: Column of ``data`` holding the labels.
-        sep: Field separator of ``data``.
-        encoding: Text encoding of ``data``.
-        label_sep: Separator between the labels of a multi-label cell of ``data``, e.g. ``";"``.
-
-    Returns:
-        The path written.
-
-    Raises:
-        ModelError: ``model_dir`` is not a bertfit model directory.
-        DataError: ``data`` cannot be read or has labels the model does not know; or, without ``data``, the
-            directory has no saved validation predictions.
-
-    >>> write_report("runs/spam", data="more_labelled.csv", output="spam_on_new_data.html")  # doctest: +SKIP
-    """
-    model_dir = Path(model_dir)
-    info_file = model_dir / "bertfit.json"
-    if not info_file.is_file():
-        raise ModelError(f"{model_dir} has no bertfit.json; pass the --output-dir of a 'bertfit train' run")
-    info = json.loads(info_file.read_text(encoding="utf-8"))
-    if data is None:
-        records = read_records(model_dir / PREDICTIONS_FILE)
-        metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
-    else:
-        records, metrics = _evaluate_on(model_dir, data, text_column, label_column, sep, encoding, label_sep)
-        info = {**info, "report_data": str(data)}
-    output = Path(output) if output else model_dir / REPORT_FILE
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(build_report(info, metrics, records))
-    os.replace(tmp, output)
-    return output
-
-
-def read_records(path: Path) -> list[dict]:
-    """The rows of a ``validation_predictions.jsonl`` file."""
-    if not path.is_file():
-        raise DataError(
-            f"{path.parent} has no {PREDICTIONS_FILE} (it was trained before reports existed); pass --data with a "
-            "labelled file to build the report on"
-        )
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def _evaluate_on(model_dir, data, text_column, label_column, sep, encoding, label_sep) -> tuple[list[dict], dict]:
-    from .data import load_data
-    from .evaluate import check_labels, compute_metrics
-    from .model import TextClassifier
-
-    classifier = TextClassifier.from_pretrained(model_dir)
-    dataset = load_data(data, text_column, label_column, sep=sep, encoding=encoding, label_sep=label_sep)
-    dataset = check_labels(classifier, dataset)
-    probs = classifier.predict_proba(dataset.texts)
-    decisions = classifier.decide(probs)
-    records = prediction_records(dataset.texts, dataset.labels, probs, classifier.labels, decisions)
-    predicted = decision_names(decisions, classifier.labels)
-    return records, compute_metrics(dataset.labels, predicted, classifier.labels, classifier.positive_label)
-
-
 # -- HTML ----------------------------------------------------------------------------------------------------------
 
 
-def build_report(info: dict[str, Any], metrics: dict[str, Any], records: list[dict] | None = None) -> str:
+def build_report(
+    card: ModelCard, metrics: dict[str, Any], records: list[dict] | None = None, evaluated_on: str | None = None
+) -> str:
     """The report as one self-contained HTML page.
 
     Args:
-        info: The run information saved as ``bertfit.json``.
-        metrics: Metrics as computed by :func:`bertfit.evaluate.compute_metrics`.
-        records: Per-text predictions of :func:`prediction_records`, for the mistakes and the PR/ROC curves.
+        card: The model's card (labels, decision, training record).
+        metrics: Metrics as computed by :func:`bertfit.metrics.compute_metrics`.
+        records: Per-text records of :meth:`bertfit.decision.DecisionRule.records`, for the mistakes and the PR/ROC
+            curves.
+        evaluated_on: The labelled file the metrics and records come from; default: the training run's validation.
 
     Returns:
         The HTML text.
     """
     records = records or []
     sections = [
-        _summary(info, metrics),
-        _comparison(info, metrics),
-        _config_and_data(info),
-        _learning(info),
-        _per_class(info, metrics),
+        _summary(card, metrics, evaluated_on),
+        _comparison(card, metrics),
+        _config_and_data(card),
+        _learning(card),
+        _per_class(card, metrics),
         _confusion(metrics),
-        _binary_curves(info, metrics, records),
-        _mistakes(records),
-        _timings(info, records),
-        _environment(info),
+        _binary_curves(card, metrics, records),
+        _mistakes(card, records),
+        _timings(card, records),
+        _environment(card),
     ]
-    title = f"bertfit report: {info.get('base_model', '')}"
+    title = f"bertfit report: {card.base_model or ''}"
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>\n<body>\n'
@@ -227,17 +113,15 @@ def _cell(value: Any) -> str:
 
 
 def _img(fig, alt: str) -> str:
-    from .explore import save_figure
-
     buffer = io.BytesIO()
     save_figure(fig, buffer)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _summary(info, metrics) -> str:
-    best = info.get("best", {})
-    if "hamming_loss" in metrics:  # multi-label
+def _summary(card: ModelCard, metrics, evaluated_on: str | None) -> str:
+    training = card.training
+    if card.multi_label:
         names = (("subset_accuracy", "subset accuracy"), ("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"))
         cards = [(name, metrics[key]) for key, name in (*names, ("hamming_loss", "Hamming loss"))]
     else:
@@ -245,15 +129,15 @@ def _summary(info, metrics) -> str:
     if "positive_label" in metrics:
         cards.append((f"F1 of {metrics['positive_label']!r}", metrics["f1"]))
     card_html = "".join(f'<div class="card">{_e(name)}<b>{value:.4f}</b></div>' for name, value in cards)
-    evaluated = info.get("report_data") or info.get("data", {}).get("validation", {}).get("source", "validation")
-    warnings = "".join(f'<p class="warn">{_e(w)}</p>' for w in info.get("warnings", []))
-    epoch = best.get("epoch")
-    picked = f"; best epoch {epoch:g} by {_e(best.get('metric'))}" if epoch is not None else ""
-    kind = "labels (multi-label: a set of labels per text)" if info.get("multi_label") else "classes"
+    evaluated = evaluated_on or (training.validation_data.source if training else "validation")
+    warnings = "".join(f'<p class="warn">{_e(w)}</p>' for w in (training.warnings if training else []))
+    epoch = training.best.epoch if training else None
+    picked = f"; best epoch {epoch:g} by {_e(training.best.metric)}" if epoch is not None else ""
+    kind = "labels (multi-label: a set of labels per text)" if card.multi_label else "classes"
     return (
-        f'<header id="summary"><h1>bertfit training report</h1><p class="muted">{_e(info.get("base_model"))} '
-        f"fine-tuned on {len(info.get('labels', []))} {kind}; scores on {_e(evaluated)}{picked}. Built "
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by bertfit {_e(info.get('bertfit_version'))}."
+        f'<header id="summary"><h1>bertfit training report</h1><p class="muted">{_e(card.base_model)} '
+        f"fine-tuned on {len(card.labels)} {kind}; scores on {_e(evaluated)}{picked}. Built "
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by bertfit {_e(card.bertfit_version)}."
         f'</p><div class="cards">{card_html}</div>{warnings}</header>'
     )
 
@@ -265,23 +149,25 @@ _BASELINE_NAMES = {
 }
 
 
-def _comparison(info, metrics) -> str:
+def _comparison(card: ModelCard, metrics) -> str:
     """The model beside its untuned decisions (probability 0.5) and the baselines trained on the same split."""
-    tuning = info.get("threshold_tuning") or {}
-    baselines = info.get("baselines") or {}
+    training = card.training
+    tuning = training.threshold_tuning if training else None
+    baselines = (training.baselines if training else None) or {}
     if not tuning and not baselines:
         return ""
-    multi_label = "hamming_loss" in metrics
+    multi_label = card.multi_label
     if multi_label:
         columns = [("subset accuracy", "accuracy"), ("micro-F1", "micro_f1"), ("macro-F1", "macro_f1")]
     else:
         columns = [("accuracy", "accuracy"), ("macro-F1", "macro_f1")]
         if "positive_label" in metrics:
             columns.append((f"F1 of {metrics['positive_label']!r}", "f1"))
-    tuned = "per-label thresholds" if multi_label else f"threshold {info.get('threshold', 0.5):.4f}"
-    rows = [[f"fine-tuned model ({tuned})" if tuning else "fine-tuned model", metrics, info.get("train_seconds")]]
+    threshold = card.decision.threshold
+    tuned = "per-label thresholds" if multi_label else f"threshold {0.5 if threshold is None else threshold:.4f}"
+    rows = [[f"fine-tuned model ({tuned})" if tuning else "fine-tuned model", metrics, training.train_seconds]]
     if tuning:
-        rows.append(["fine-tuned model at probability 0.5", tuning.get("at_0.5", {}), None])
+        rows.append(["fine-tuned model at probability 0.5", tuning.at_half, None])
     for name, result in baselines.items():
         rows.append([_BASELINE_NAMES.get(name, name), result.get("metrics", {}), result.get("seconds")])
     table = _table(
@@ -304,20 +190,20 @@ def _comparison(info, metrics) -> str:
     return _section("comparison", "What fine-tuning gained", body)
 
 
-def _config_and_data(info) -> str:
-    config = info.get("config", {})
+def _config_and_data(card: ModelCard) -> str:
+    training = card.training
+    config = training.config if training else {}
     rows = [(key, json.dumps(value) if not isinstance(value, str) else value) for key, value in config.items()]
-    rows.append(("max_length (used)", info.get("max_length")))
-    if not info.get("multi_label"):
-        rows.append(("positive_label (used)", info.get("positive_label")))
-    data = info.get("data", {})
-    labels = info.get("labels", [])
-    splits = [name for name in ("train", "validation") if name in data]
-    label_rows = [[label, *(data[s].get("label_counts", {}).get(label, 0) for s in splits)] for label in labels]
-    label_rows.append(["rows", *(data[s].get("rows") for s in splits)])
+    rows.append(("max_length (used)", card.max_length))
+    if not card.multi_label:
+        rows.append(("positive_label (used)", card.positive_label))
+    data = {"train": training.train_data, "validation": training.validation_data} if training else {}
+    splits = list(data)
+    label_rows = [[label, *(data[s].label_counts.get(label, 0) for s in splits)] for label in card.labels]
+    label_rows.append(["rows", *(data[s].rows for s in splits)])
     sources = "".join(
-        f"<li>{_e(s)}: {_e(data[s].get('source'))} ({data[s].get('rows', 0):,} rows"
-        + (f", {_e(data[s]['from'])}" if data[s].get("from") else "")
+        f"<li>{_e(s)}: {_e(data[s].source)} ({data[s].rows:,} rows"
+        + (f", {_e(data[s].origin)}" if data[s].origin else "")
         + ")</li>"
         for s in splits
     )
@@ -328,13 +214,12 @@ def _config_and_data(info) -> str:
     return _section("config", "Config and data", body)
 
 
-def _learning(info) -> str:
-    from .explore import figure
-
-    history = info.get("history") or []
+def _learning(card: ModelCard) -> str:
+    history = card.training.history if card.training else []
     if not history:
         return _section("learning", "Learning curves and per-epoch table", "<p>No evaluation was recorded.</p>")
-    metric = info.get("best", {}).get("metric") or "macro_f1"
+    best = card.training.best
+    metric = best.metric or "macro_f1"
     shown = [m for m in dict.fromkeys([metric if metric != "loss" else "macro_f1", "accuracy"]) if m in history[0]]
     fig = figure()
     loss_ax, metric_ax = fig.subplots(1, 2)
@@ -347,7 +232,7 @@ def _learning(info) -> str:
     loss_ax.legend()
     for key in shown:
         metric_ax.plot(epochs, [row.get(key) for row in history], marker="o", label=f"validation {key}")
-    best_epoch = info.get("best", {}).get("epoch")
+    best_epoch = best.epoch
     if best_epoch is not None:
         for ax in (loss_ax, metric_ax):
             ax.axvline(best_epoch, color="gray", linestyle="--", label="best epoch")
@@ -356,7 +241,7 @@ def _learning(info) -> str:
     for ax in (loss_ax, metric_ax):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    scores = ("micro_f1", "hamming_loss") if info.get("multi_label") else ()
+    scores = ("micro_f1", "hamming_loss") if card.multi_label else ()
     columns = ("epoch", "step", "train_loss", "val_loss", "accuracy", *scores, "macro_f1", "mcc", "f1", "seconds")
     columns = [c for c in columns if any(c in row for row in history)]
     rows = [[_history_cell(c, row.get(c)) for c in columns] for row in history]
@@ -378,13 +263,13 @@ def _history_cell(column: str, value: Any) -> Any:
     return f"{value:g}" if column == "epoch" else f"{value:.1f}"
 
 
-def _per_class(info, metrics) -> str:
+def _per_class(card: ModelCard, metrics) -> str:
     header = ["class", "precision", "recall", "f1", "support"]
     rows = [[label, s["precision"], s["recall"], s["f1"], s["support"]] for label, s in metrics["per_class"].items()]
     rows.append(["macro average", None, None, metrics["macro_f1"], sum(r[4] for r in rows)])
-    if not info.get("multi_label"):
+    if not card.multi_label:
         return _section("per-class", "Per-class precision, recall and F1", _table(header, rows))
-    thresholds = info.get("thresholds") or {}
+    thresholds = card.decision.thresholds or {}
     for row in rows[:-1]:
         row.append(float(thresholds.get(row[0], 0.5)))
     rows[-1].append(None)
@@ -401,8 +286,6 @@ def _per_class(info, metrics) -> str:
 def _confusion(metrics) -> str:
     if "confusion_matrix" not in metrics:  # multi-label: the per-label table above takes its place
         return ""
-    from .explore import figure
-
     cm = metrics["confusion_matrix"]
     labels, matrix = cm["labels"], np.asarray(cm["matrix"])
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)  # row-normalized: recall on the diagonal
@@ -424,13 +307,11 @@ def _confusion(metrics) -> str:
     return _section("confusion", "Confusion matrix", _img(fig, "confusion matrix"))
 
 
-def _binary_curves(info, metrics, records) -> str:
+def _binary_curves(card: ModelCard, metrics, records) -> str:
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-    from .explore import figure
-
-    positive = metrics.get("positive_label") or info.get("positive_label")
-    if len(info.get("labels", [])) != 2 or positive is None or not records:
+    positive = metrics.get("positive_label") or card.positive_label
+    if len(card.labels) != 2 or card.multi_label or positive is None or not records:
         return ""
     truth = np.array([r["true_label"] == positive for r in records])
     if truth.all() or not truth.any():
@@ -457,10 +338,10 @@ def _binary_curves(info, metrics, records) -> str:
     return _section("curves", "Precision-recall and ROC curves", body)
 
 
-def _mistakes(records) -> str:
+def _mistakes(card: ModelCard, records) -> str:
     if not records:
         return ""
-    multi_label = "true_labels" in records[0]
+    multi_label = card.multi_label
     # Sorted by confidence: the probability of the wrong label, or (multi-label) the largest error of any label's
     # probability, i.e. the probability of a wrongly predicted label or 1 - that of a missed one.
     confidence = _label_set_error if multi_label else (lambda r: r["score"])
@@ -496,27 +377,31 @@ def _set(labels: Sequence[str]) -> str:
     return ", ".join(labels) if labels else "(none)"
 
 
-def _timings(info, records) -> str:
-    seconds = info.get("train_seconds")
-    tokens = info.get("train_tokens")
+def _timings(card: ModelCard, records) -> str:
+    training = card.training
+    if training is None:
+        return ""
+    seconds, tokens = training.train_seconds, training.train_tokens
+    padding = training.padding_share
     rows = [
         ("training time (s)", seconds),
         ("real tokens trained on", tokens),
         ("training throughput (real tokens/s)", round(tokens / seconds) if tokens and seconds else None),
-        ("padding share of training batches", f"{info['padding_share']:.1%}" if "padding_share" in info else None),
+        ("padding share of training batches", f"{padding:.1%}" if padding is not None else None),
     ]
-    predict_seconds = info.get("validation_seconds")
+    predict_seconds = training.validation_seconds
     if predict_seconds:
-        n = info.get("data", {}).get("validation", {}).get("rows") or len(records)
+        n = training.validation_data.rows or len(records)
         rows.append(("validation prediction time (s)", predict_seconds))
-        rows.append(("prediction throughput (texts/s)", round(n / predict_seconds) if predict_seconds else None))
-    for row in info.get("history") or []:
+        rows.append(("prediction throughput (texts/s)", round(n / predict_seconds)))
+    for row in training.history:
         rows.append((f"epoch {row['epoch']:g}: train + evaluation (s)", row.get("seconds")))
     return _section("timings", "Throughput and timings", _table(["", "value"], rows))
 
 
-def _environment(info) -> str:
-    rows = [("bertfit", info.get("bertfit_version")), *info.get("versions", {}).items()]
-    rows += [("device", info.get("device")), ("precision", info.get("precision"))]
-    rows += [(key, value) for key, value in info.get("environment", {}).items()]
+def _environment(card: ModelCard) -> str:
+    training = card.training
+    rows = [("bertfit", card.bertfit_version), *(training.versions.items() if training else [])]
+    if training is not None:
+        rows += [("device", training.device), ("precision", training.precision), *training.environment.items()]
     return _section("environment", "Environment", _table(["", "value"], rows))

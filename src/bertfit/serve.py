@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -27,10 +26,9 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .chunking import Windowing
 from .config import PRECISIONS
 from .exceptions import ConfigError, MissingDependencyError
-from .model import TextClassifier, decide, decision_names
+from .predictor import Predictor
 
 try:
     from fastapi import FastAPI, HTTPException, Request
@@ -154,7 +152,7 @@ class MicroBatcher:
 
 
 def create_app(
-    classifier: TextClassifier,
+    classifier: Predictor,
     *,
     max_batch_size: int = 64,
     max_wait_ms: float = 5.0,
@@ -166,7 +164,7 @@ def create_app(
     """A FastAPI app that serves ``classifier``.
 
     Args:
-        classifier: A fitted classifier (e.g. ``TextClassifier.from_pretrained(DIR)``).
+        classifier: A fitted classifier (e.g. ``load_classifier(DIR)``: a model directory or an ONNX export).
         max_batch_size: Most texts per forward pass; 1 turns micro-batching off.
         max_wait_ms: How long a request waits for others to share its forward pass.
         max_texts: Most texts per request (more: 422).
@@ -181,8 +179,7 @@ def create_app(
 
     >>> app = create_app(TextClassifier.from_pretrained("runs/spam"))  # doctest: +SKIP
     """
-    labels = classifier.labels
-    info = classifier.info_
+    labels, card = classifier.labels, classifier.card
     batcher = MicroBatcher(_predict_fn(classifier, precision), max_batch_size, max_wait_ms)
 
     @contextlib.asynccontextmanager
@@ -206,15 +203,9 @@ def create_app(
     async def predict(request: PredictRequest) -> dict[str, Any]:
         """Label, score and class probabilities of each text (multi-label models: the label set and probabilities)."""
         texts = request.texts
-        if len(texts) > max_texts:
-            raise HTTPException(422, f"at most {max_texts} texts per request, got {len(texts)}; split the request")
-        too_long = next((i for i, text in enumerate(texts) if len(text) > max_chars), None)
-        if too_long is not None:
-            raise HTTPException(
-                422, f"texts[{too_long}] has {len(texts[too_long])} characters, over the limit of {max_chars}"
-            )
+        _check_texts(texts, max_texts, max_chars)
         probs = await batcher.predict(texts)
-        return {"predictions": [_decide(row, labels, info) for row in probs]}
+        return {"predictions": [card.decision.response(row) for row in probs]}
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -224,19 +215,8 @@ def create_app(
     @app.get("/info")
     async def model_info() -> dict[str, Any]:
         """Labels, base model, max_length, long-text rule, thresholds and the training metrics of the served model."""
-        return {
-            "labels": labels,
-            "multi_label": bool(info.get("multi_label")),
-            "base_model": _public_name(info.get("base_model")),
-            "max_length": classifier.max_length,
-            "long_text": Windowing.from_info(info).to_info(),
-            "positive_label": info.get("positive_label"),
-            "threshold": info.get("threshold"),
-            "thresholds": info.get("thresholds"),
-            "metrics": classifier.metrics,
-            "limits": {"max_texts": max_texts, "max_chars": max_chars, "max_body_bytes": max_body_bytes},
-            "bertfit_version": __version__,
-        }
+        limits = {"max_texts": max_texts, "max_chars": max_chars, "max_body_bytes": max_body_bytes}
+        return _model_info(classifier, limits)
 
     page = resources.files("bertfit").joinpath(PAGE_FILE).read_text(encoding="utf-8")
 
@@ -247,7 +227,7 @@ def create_app(
     return app
 
 
-def run_server(classifier: TextClassifier, host: str = "127.0.0.1", port: int = 8000, **app_options: Any) -> None:
+def run_server(classifier: Predictor, host: str = "127.0.0.1", port: int = 8000, **app_options: Any) -> None:
     """Serve ``classifier`` with uvicorn until interrupted; ``app_options`` go to :func:`create_app`.
 
     Raises:
@@ -260,33 +240,38 @@ def run_server(classifier: TextClassifier, host: str = "127.0.0.1", port: int = 
     uvicorn.run(create_app(classifier, **app_options), host=host, port=port, log_level="info")
 
 
-def _predict_fn(classifier: TextClassifier, precision: str) -> Callable[[list[str]], np.ndarray]:
-    """``predict_proba`` of a shallow copy of ``classifier`` (sharing its weights) that predicts in ``precision``."""
+def _predict_fn(classifier: Predictor, precision: str) -> Callable[[list[str]], np.ndarray]:
+    """``predict_proba`` of ``classifier`` predicting in ``precision`` (sharing its weights)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    served = copy.copy(classifier)
-    served.precision = precision
-    return served.predict_proba
+    return classifier.with_precision(precision).predict_proba
 
 
-def _decide(probs: np.ndarray, labels: Sequence[str], info: dict[str, Any]) -> dict[str, Any]:
-    """One prediction by the saved thresholds (see :func:`bertfit.model.decide`): label and score, or (multi-label)
-    the label set; with every label's probability."""
-    threshold = info.get("threshold")
-    multi_label = bool(info.get("multi_label"))
-    decisions = decide(
-        probs[None, :],
-        labels,
-        info.get("positive_label"),
-        threshold if isinstance(threshold, (int, float)) else None,
-        multi_label=multi_label,
-        thresholds=info.get("thresholds"),
-    )
-    probabilities = {label: float(p) for label, p in zip(labels, probs)}
-    if multi_label:
-        return {"labels": decision_names(decisions, labels)[0], "probabilities": probabilities}
-    best = int(decisions[0])
-    return {"label": labels[best], "score": float(probs[best]), "probabilities": probabilities}
+def _check_texts(texts: list[str], max_texts: int, max_chars: int) -> None:
+    if len(texts) > max_texts:
+        raise HTTPException(422, f"at most {max_texts} texts per request, got {len(texts)}; split the request")
+    too_long = next((i for i, text in enumerate(texts) if len(text) > max_chars), None)
+    if too_long is not None:
+        raise HTTPException(
+            422, f"texts[{too_long}] has {len(texts[too_long])} characters, over the limit of {max_chars}"
+        )
+
+
+def _model_info(classifier: Predictor, limits: dict[str, int]) -> dict[str, Any]:
+    card = classifier.card
+    return {
+        "labels": card.labels,
+        "multi_label": card.multi_label,
+        "base_model": _public_name(card.base_model),
+        "max_length": card.max_length,
+        "long_text": card.windowing.to_info(),
+        "positive_label": card.positive_label,
+        "threshold": card.decision.threshold,
+        "thresholds": card.decision.thresholds,
+        "metrics": classifier.metrics,
+        "limits": limits,
+        "bertfit_version": __version__,
+    }
 
 
 def _public_name(name: str | None) -> str | None:

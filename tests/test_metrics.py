@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from bertfit import DataError
-from bertfit.evaluate import collapse_warning, compute_metrics, majority_label, minority_label
+from bertfit.metrics import collapse_warning, compute_metrics, majority_label, minority_label
 
 METRIC_KEYS = {"accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc", "per_class", "confusion_matrix"}
 BINARY_KEYS = {"positive_label", "precision", "recall", "f1", "specificity"}
@@ -59,7 +59,7 @@ def test_minority_label_and_bad_positive_label():
 
 
 def test_tune_threshold_finds_the_known_optimum():
-    from bertfit.evaluate import tune_threshold
+    from bertfit.metrics import tune_threshold
 
     # Ranked: .9 T, .6 F, .4 T, .1 F -> calling the top 3 positive gives F1 = 0.8, the best; cut between .4 and .1.
     assert tune_threshold([False, False, True, True], [0.1, 0.6, 0.4, 0.9]) == (0.25, 0.8)
@@ -72,7 +72,7 @@ def test_tune_threshold_finds_the_known_optimum():
 def test_tune_threshold_on_synthetic_scores_beats_half():
     import numpy as np
 
-    from bertfit.evaluate import tune_threshold
+    from bertfit.metrics import tune_threshold
 
     rng = np.random.default_rng(0)
     truth = rng.random(2000) < 0.1  # 10% positive
@@ -87,7 +87,7 @@ def test_tune_threshold_on_synthetic_scores_beats_half():
 
 def test_tune_threshold_rejects_unknown_objectives():
     from bertfit import ConfigError
-    from bertfit.evaluate import tune_threshold
+    from bertfit.metrics import tune_threshold
 
     with pytest.raises(ConfigError, match="threshold objective must be"):
         tune_threshold([True], [0.5], "auc")

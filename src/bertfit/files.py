@@ -1,0 +1,99 @@
+"""Atomic writes: a file or a directory appears complete or not at all, and what was there before stays until then.
+
+Every writer of bertfit goes through these two: the model directory (:func:`atomic_directory`), and single files such
+as prediction outputs, rebuilt reports and tokenization-cache entries (:func:`atomic_file`). A crash, a full disk or
+an exception in the block leaves the target as it was and removes the staging copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .exceptions import OutputExistsError
+
+__all__ = ["atomic_directory", "atomic_file", "check_output_dir", "write_json", "read_json"]
+
+
+def check_output_dir(path: str | Path, overwrite: bool) -> None:
+    """Refuse an existing non-empty directory (or a file) at ``path`` unless ``overwrite``.
+
+    Raises:
+        OutputExistsError: ``path`` holds files and ``overwrite`` is False, or is a file.
+    """
+    path = Path(path)
+    if path.is_file():
+        raise OutputExistsError(f"output path {path} is a file; choose a directory with --output-dir")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"output directory {path} already exists and is not empty; pass --overwrite to "
+            "replace it or choose another --output-dir"
+        )
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a staging directory beside ``path`` that replaces ``path`` only when the block succeeds.
+
+    >>> with atomic_directory("runs/spam", overwrite=True) as staging:  # doctest: +SKIP
+    ...     (staging / "config.json").write_text("{}")
+
+    Raises:
+        OutputExistsError: ``path`` holds files and ``overwrite`` is False.
+    """
+    path = Path(path).absolute()
+    check_output_dir(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield staging
+        if path.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, trash / path.name)
+            os.replace(staging, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w", **open_args: Any) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; it replaces ``path`` only when the block succeeds.
+
+    ``mode`` is ``"w"`` (text; ``open_args`` such as ``encoding`` and ``newline`` go to :func:`open`, UTF-8 by
+    default) or ``"wb"``.
+
+    >>> with atomic_file("out.csv", newline="") as handle:  # doctest: +SKIP
+    ...     handle.write("text,label\\n")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if "b" not in mode:
+        open_args.setdefault("encoding", "utf-8")
+    try:
+        with os.fdopen(fd, mode, **open_args) as handle:
+            yield handle
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """``value`` as indented UTF-8 JSON (used inside a staging directory, which makes it atomic)."""
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value stored in ``path``."""
+    return json.loads(path.read_text(encoding="utf-8"))

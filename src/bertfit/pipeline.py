@@ -1,0 +1,337 @@
+"""The stages of a training run, in order: data -> features -> train -> validate. :func:`fit` runs them and hands
+back a :class:`Fitted` model that the save stage (:mod:`bertfit.save`) can write as it is.
+
+- **data**: read the files, make multi-label rows, check the labels, split off a stratified validation share;
+- **features**: load the encoder and tokenizer, choose ``max_length`` from the training texts' token counts, and
+  tokenize both splits into windows (:mod:`bertfit.features`);
+- **train**: fit the model and stop at the best evaluated state (:mod:`bertfit.trainer`);
+- **validate**: predict validation once, tune the decision, compute the final metrics, warn, fit the baselines
+  (:mod:`bertfit.validate`).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import trainer as stage
+from ._version import __version__
+from .backbone import (
+    DEFAULT_MODEL_NAME,
+    MULTI_LABEL_PROBLEM,
+    load_sequence_classifier,
+    load_tokenizer,
+    model_max_length,
+    resolve_model,
+)
+from .cache import cache_directory, tokenize_cached
+from .card import BestEpoch, DataSummary, ModelCard, TrainingRecord
+from .config import SINGLE_LABEL_METRICS, TrainConfig, resolve_stride
+from .data import TextDataset, check_validation, load_data, multi_hot, train_val_split
+from .decision import DecisionRule
+from .exceptions import ConfigError, DataError, TrainingError
+from .features import Encoded, Windowing, choose_max_length, encode
+from .hardware import Precision, resolve_precision
+from .inference import torch_logits
+from .metrics import minority_label
+from .track import Tracker
+from .validate import validate
+
+__all__ = ["Fitted", "fit", "prepare_data"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Fitted:
+    """A trained model and what the run learned about it, ready for :func:`bertfit.save.save_model`."""
+
+    model: Any
+    tokenizer: Any
+    card: ModelCard
+    metrics: dict[str, Any] | None
+    records: list[dict[str, Any]] | None
+    result: stage.TrainResult
+    config: TrainConfig
+
+    def raise_if_diverged(self, saved_to: str | None) -> None:
+        """Raise the TrainingError of a run whose loss became NaN or infinite (after the best state was saved).
+
+        Raises:
+            TrainingError: The loss diverged; ``saved_to`` names where the best state before it was written.
+        """
+        if self.result.diverged_at is not None:
+            raise TrainingError(stage.divergence_message(self.config, self.result, saved_to), saved_to=saved_to)
+
+
+@dataclass
+class _Features:
+    windowing: Windowing
+    train: Encoded
+    validation: Encoded
+
+
+def fit(
+    config: TrainConfig,
+    train_data: TextDataset | str | Path,
+    validation_data: TextDataset | str | Path | None = None,
+    tracker: Tracker | None = None,
+) -> Fitted:
+    """Run the data, features, train and validate stages (see the module docstring); nothing is written.
+
+    ``tracker`` (made from ``config.track`` when None) receives the run's logs; a tracker made here is also closed
+    here, one passed in is closed by the caller (after saving, so that it can log the model directory).
+
+    Raises:
+        DataError, ConfigError, ModelError: Unusable data, options or model.
+        TrainingError: The loss diverged before any evaluation finished.
+    """
+    entered = time.perf_counter()
+    own_tracker = tracker is None
+    tracker = tracker or Tracker(config, main_process=stage.is_main_process())
+    train_ds, val_ds, val_from = prepare_data(config, train_data, validation_data)
+    decision = _decision(config, train_ds)
+    class_weights = stage.class_weight_vector(config.class_weights, train_ds.labels, train_ds.classes)
+    precision = resolve_precision(config.precision)
+    logger.info("precision: %s on %s (weights and optimizer state stay fp32; set --precision)", *precision)
+    from transformers import set_seed
+
+    set_seed(config.seed)
+    model, tokenizer = _load(config, train_ds, decision, class_weights)
+    features = _features(config, tokenizer, model, train_ds, val_ds)
+    setup_seconds = time.perf_counter() - entered
+    tracker.start()
+    with tracker.closing_on_error():
+        result = _train(
+            model, tokenizer, config, precision, features, (train_ds, val_ds), decision, class_weights, tracker
+        )
+    if result.diverged_at is not None and result.best_row is None:
+        raise TrainingError(stage.divergence_message(config, result, saved_to=None))
+    record = _record(config, precision, result, features, train_ds, val_ds, val_from, setup_seconds)
+    card = ModelCard(
+        decision, features.windowing, config.model_name_or_path or DEFAULT_MODEL_NAME, __version__, record
+    )
+    fitted = Fitted(model, tokenizer, card, None, None, result, config)
+    if not result.main_process:  # another rank of a distributed run: rank 0 validates, saves and tracks
+        return fitted
+    _validate(fitted, config, precision, train_ds, val_ds)
+    if result.diverged_at is not None:
+        record.warnings.append(stage.divergence_message(config, result, saved_to=config.output_dir))
+    if own_tracker:
+        tracker.finish(fitted.metrics, None)
+    return fitted
+
+
+def prepare_data(config: TrainConfig, train_data, validation_data) -> tuple[TextDataset, TextDataset, str]:
+    """The data stage: ``(train, validation, origin)``, origin "split" (held out of ``train_data``) or "file".
+
+    Raises:
+        DataError: Fewer than two classes, unknown validation labels, a split that cannot be stratified, ...
+        ConfigError: A single-label selection metric for multi-label data.
+    """
+    read = {"text_column": config.text_column, "label_column": config.label_column, "label_sep": config.label_sep}
+    if not isinstance(train_data, TextDataset):
+        train_data = load_data(train_data, **read)
+    if config.label_sep is not None:
+        train_data = train_data.as_multi_label(config.label_sep)
+    if len(train_data.classes) < 2:
+        raise DataError(
+            f"training data {train_data.source} has a single class {train_data.classes}; a classifier needs at least "
+            "two classes (check --label-column" + (", and --label-sep" if train_data.multi_label else "") + ")"
+        )
+    if train_data.multi_label and config.metric_for_best_model in SINGLE_LABEL_METRICS:
+        raise ConfigError(
+            f"metric_for_best_model {config.metric_for_best_model!r} is not computed for multi-label tasks; pass "
+            "--metric macro_f1, micro_f1, accuracy (subset accuracy), weighted_f1 or loss"
+        )
+    if validation_data is None:
+        train_ds, val_ds = train_val_split(train_data, config.val_size, config.seed)
+        logger.info(
+            "held out a stratified %.0f%% of %s for validation: %d train / %d validation rows",
+            100 * config.val_size,
+            train_data.source,
+            len(train_ds),
+            len(val_ds),
+        )
+        check_validation(train_ds, val_ds)  # exact duplicates in the file land on both sides: say how many
+        return train_ds, val_ds, "split"
+    if not isinstance(validation_data, TextDataset):
+        validation_data = load_data(validation_data, **read)
+    if train_data.multi_label:
+        validation_data = validation_data.as_multi_label(config.label_sep)
+    check_validation(train_data, validation_data)
+    return train_data, validation_data, "file"
+
+
+def _decision(config: TrainConfig, train_ds: TextDataset) -> DecisionRule:
+    # The untuned rule: the labels, the task kind and the positive class of a binary task.
+    labels = train_ds.classes
+    if len(labels) != 2 or train_ds.multi_label:
+        if config.positive_label is not None:
+            logger.warning(
+                "ignoring positive_label %r: the task has %d %s, not 2 classes",
+                config.positive_label,
+                len(labels),
+                "labels per text (multi-label)" if train_ds.multi_label else "classes",
+            )
+        return DecisionRule(tuple(labels), multi_label=train_ds.multi_label)
+    positive = config.positive_label
+    if positive is None:
+        positive = minority_label(train_ds.labels)
+        logger.info(
+            "positive class for precision/recall/F1: %r (the minority class; set --positive-label to change)", positive
+        )
+    elif positive not in labels:
+        raise ConfigError(
+            f"positive_label {positive!r} is not a label of the training data {labels}; "
+            "pass --positive-label with one of them"
+        )
+    return DecisionRule(tuple(labels), positive_label=positive)
+
+
+def _load(config: TrainConfig, train_ds: TextDataset, decision: DecisionRule, class_weights):
+    model_path = resolve_model(config.model_name_or_path)
+    tokenizer = load_tokenizer(model_path, config.trust_remote_code)
+    labels = list(decision.labels)
+    model = load_sequence_classifier(
+        model_path,
+        config.trust_remote_code,
+        num_labels=len(labels),
+        label2id={label: i for i, label in enumerate(labels)},
+        id2label=dict(enumerate(labels)),
+        ignore_mismatched_sizes=True,
+        **({"problem_type": MULTI_LABEL_PROBLEM} if decision.multi_label else {}),
+    )
+    if config.freeze_embeddings:
+        stage.freeze_token_embeddings(model)
+    if decision.multi_label:
+        stage.init_prior_bias(model, train_ds.labels, labels, class_weights)
+    return model, tokenizer
+
+
+def _features(config: TrainConfig, tokenizer, model, train_ds: TextDataset, val_ds: TextDataset) -> _Features:
+    # The training texts are tokenized once at the model limit: their lengths choose max_length, and (truncate)
+    # only the texts longer than that are tokenized again.
+    cache = cache_directory(config.cache_dir)
+    cut = config.max_length or model_max_length(tokenizer, model.config)
+    first = tokenize_cached(tokenizer, train_ds.texts, cut, cache, desc="tokenizing train")
+    max_length = config.max_length or choose_max_length(
+        [len(ids) for ids in first["input_ids"]], cut, config.long_text
+    )
+    windowing = _windowing(config, max_length, tokenizer)
+    if windowing.mode == "chunk":
+        train = encode(tokenizer, train_ds.texts, windowing, max_windows=config.max_windows, cache_dir=cache)
+    else:
+        train = encode(tokenizer, train_ds.texts, windowing, reuse=first)
+    validation = encode(tokenizer, val_ds.texts, windowing, cache_dir=cache, desc="tokenizing validation")
+    return _Features(windowing, train, validation)
+
+
+def _windowing(config: TrainConfig, max_length: int, tokenizer) -> Windowing:
+    if config.long_text == "truncate":
+        return Windowing(max_length)
+    if not getattr(tokenizer, "is_fast", False):  # windows come from the Rust tokenizer's overflowing tokens
+        logger.warning(
+            "long_text chunk needs a fast tokenizer and %s is not one: texts longer than %d tokens are truncated "
+            "instead (pass --long-text truncate to silence this, or use a model that ships a tokenizer.json)",
+            type(tokenizer).__name__,
+            max_length,
+        )
+        return Windowing(max_length)
+    windowing = Windowing(max_length, "chunk", resolve_stride(config.stride, max_length), config.aggregate)
+    logger.info(
+        "long_text chunk: windows of %d tokens overlapping by %d, at most %s per training text; a text's logits are "
+        "the %s of its windows'",
+        max_length,
+        windowing.stride,
+        config.max_windows or "all",
+        config.aggregate,
+    )
+    return windowing
+
+
+def _targets(dataset: TextDataset, labels: list[str]) -> list:
+    if dataset.multi_label:  # float multi-hot rows: transformers' multi-label loss is BCE-with-logits on them
+        return multi_hot(dataset.labels, labels).astype(np.float32).tolist()
+    index = {label: i for i, label in enumerate(labels)}
+    return [index[label] for label in dataset.labels]
+
+
+def _train(model, tokenizer, config, precision, features: _Features, splits, decision, weights, tracker):
+    train_ds, val_ds = splits
+    labels = list(decision.labels)
+    # Validation windows sorted by length (evaluation batches then have little padding), keeping the text of each
+    # window aligned: the per-epoch metrics are per text.
+    order = np.argsort(features.validation.lengths(), kind="stable")
+    val_rows = features.validation.rows(_targets(val_ds, labels))
+    metrics_fn = stage.epoch_metrics(
+        labels,
+        decision.positive_label,
+        val_ds.labels,
+        features.validation.text_index[order],
+        features.windowing.aggregate,
+        decision.multi_label,
+    )
+    train_rows = features.train.rows(_targets(train_ds, labels))
+    val_rows = [val_rows[i] for i in order]
+    return stage.run_training(model, tokenizer, config, precision, train_rows, val_rows, metrics_fn, weights, tracker)
+
+
+def _record(config, precision, result, features, train_ds, val_ds, val_from, setup_seconds) -> TrainingRecord:
+    import torch
+    import transformers
+
+    best = result.best_row or {}
+    windows = None
+    if features.windowing.mode == "chunk":
+        windows = {"train_windows": len(features.train), "validation_windows": len(features.validation)}
+    return TrainingRecord(
+        config=config.to_dict(),
+        precision=precision.name,
+        device=precision.device,
+        environment={"platform": platform.platform(), "cpu_threads": torch.get_num_threads()},
+        train_data=_describe(train_ds),
+        validation_data=_describe(val_ds, val_from),
+        history=result.history,
+        best=BestEpoch(best.get("epoch"), config.metric_for_best_model, best.get("_value")),
+        schedule=result.schedule,
+        log_history=result.log_history,
+        setup_seconds=round(setup_seconds, 1),  # reading, splitting, loading and tokenizing
+        train_seconds=round(result.seconds, 1),
+        train_tokens=result.real_tokens,
+        padding_share=round(result.padding_share, 4),
+        versions={
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        windows=windows,
+    )
+
+
+def _validate(fitted: Fitted, config: TrainConfig, precision: Precision, train_ds, val_ds) -> None:
+    # Validation predictions in fp32 (exact), in evaluation batches.
+    fp32 = Precision("fp32", precision.device)
+    card = fitted.card
+
+    def logits(texts: list[str]) -> np.ndarray:
+        return torch_logits(fitted.model.eval(), fitted.tokenizer, texts, card.windowing, fp32, config.eval_batch_size)
+
+    result = validate(logits, card.decision, config, train_ds, val_ds, card.max_length)
+    record = card.training
+    record.validation_seconds = result.seconds
+    record.threshold_tuning = result.tuning
+    record.warnings.extend(result.warnings)
+    record.baselines = result.baselines
+    fitted.card = card.with_decision(result.decision)
+    fitted.metrics, fitted.records = result.metrics, result.records
+
+
+def _describe(dataset: TextDataset, origin: str | None = None) -> DataSummary:
+    return DataSummary(dataset.source, len(dataset), dataset.fingerprint(), dataset.label_counts(), origin)
