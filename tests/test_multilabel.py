@@ -23,8 +23,9 @@ from bertfit.predict import BatchPredictor
 SPAM = "free prize call now win winner cash claim".split()
 SETS = [(), ("pos",), ("neg",), ("spam",), ("pos", "spam"), ("neg", "spam")]
 WORDS = {"pos": POSITIVE, "neg": NEGATIVE, "spam": SPAM}
-# The tiny model learns the label sets below at this rate in 5 epochs; BCE starts slower than cross-entropy.
-ML_TRAINING = {**TINY_TRAINING, "epochs": 5, "learning_rate": 1e-2}
+# The tiny model learns the label sets below in 5 epochs at this rate (micro-F1 0.76 to 0.84 on seeds 42, 1, 2;
+# at 1e-2 it stayed at the label priors for one seed of three, at 2e-2 for two).
+ML_TRAINING = {**TINY_TRAINING, "epochs": 5, "learning_rate": 5e-3}
 
 
 def label_set_rows(n: int = 240, seed: int = 0) -> list[tuple[str, tuple[str, ...]]]:
@@ -230,9 +231,9 @@ def test_head_bias_starts_at_the_label_log_odds(tiny_model_dir):
 
 def test_balanced_class_weights_become_bce_pos_weight(tiny_model_dir, tmp_path):
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from bertfit.trainer import _BertfitTrainer, class_weight_vector
+    from bertfit.trainer import class_weight_vector, loss_fn
 
     rows = [("a",), ("a", "b"), ("a",), ()]
     assert class_weight_vector("balanced", rows, ["a", "b"]) == [1 / 3, 3.0]  # negatives / positives
@@ -243,11 +244,9 @@ def test_balanced_class_weights_become_bce_pos_weight(tiny_model_dir, tmp_path):
     ).eval()
     inputs = dict(tokenizer(["good film", "bad plot"], padding=True, return_tensors="pt"))
     inputs["labels"] = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    trainer = _BertfitTrainer(model=model, args=args, class_weights=[1.0, 4.0])
     with torch.no_grad():
-        loss = float(trainer.compute_loss(model, dict(inputs)))
         logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+        loss = float(loss_fn(logits, inputs["labels"], torch.tensor([1.0, 4.0]), multi_label=True))
     log_p, log_not_p = torch.nn.functional.logsigmoid(logits), torch.nn.functional.logsigmoid(-logits)
     y, w = inputs["labels"], torch.tensor([1.0, 4.0])
     assert loss == pytest.approx(float(-(w * y * log_p + (1 - y) * log_not_p).mean()), rel=1e-5)

@@ -186,21 +186,20 @@ def test_class_weight_vector():
 def test_weighted_loss_matches_a_hand_computed_one(tiny_model_dir, tmp_path):
     import numpy as np
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from bertfit.trainer import _BertfitTrainer
+    from bertfit.trainer import loss_fn
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()
     inputs = dict(tokenizer(["good film", "bad plot", "the actor was sad"], padding=True, return_tensors="pt"))
-    inputs["labels"] = torch.tensor([1, 0, 0])
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    weighted = _BertfitTrainer(model=model, args=args, class_weights=[1.0, 4.0])
-    plain = _BertfitTrainer(model=model, args=args)
+    labels = torch.tensor([1, 0, 0])
     with torch.no_grad():
-        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits.numpy()
-        loss_weighted = float(weighted.compute_loss(model, dict(inputs)))
-        loss_plain = float(plain.compute_loss(model, dict(inputs)))
+        output = model(**inputs, labels=labels)  # the model's own loss: what training uses without class weights
+        logits = output.logits.numpy()
+        loss_weighted = float(loss_fn(output.logits, labels, torch.tensor([1.0, 4.0]), multi_label=False))
+        loss_plain = float(output.loss)
+        assert float(loss_fn(output.logits, labels, None, multi_label=False)) == pytest.approx(loss_plain, rel=1e-6)
     log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     nll = -log_probs[np.arange(3), [1, 0, 0]]
     w = np.array([4.0, 1.0, 1.0])  # the weight of each text's true label

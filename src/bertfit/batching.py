@@ -1,11 +1,16 @@
-"""Token-budget batches: as many texts per training step as fit in a budget of padded tokens.
+"""Training batches: length-grouped batches of a fixed size, or token-budget batches, and their share per process.
 
-With a fixed batch size, a step over 32 long texts costs many times one over 32 short ones. Here every batch holds
-texts of nearly equal length (sorted by length, ties broken at random each epoch) and as many of them as keep
-``texts x longest length <= max_tokens``, so the cost per step is even and padding is close to zero. The batch
-boundaries depend only on the sorted lengths, so every epoch has the same number of batches (the learning-rate
-schedule needs that); the batches come in a new random order each epoch. fairseq batches by token budget the same
-way (``batch_by_size``).
+Length-grouped batches (the default) shuffle the texts, cut them into mega-batches of 50 batches, sort each
+mega-batch by length and cut it into batches, so that a batch pads its texts to nearly equal lengths (the Hugging
+Face Trainer's ``group_by_length``); the batch holding the longest text comes first, so that a too large batch fails
+at once rather than after minutes.
+
+Token-budget batches: as many texts per training step as fit in a budget of padded tokens. With a fixed batch size,
+a step over 32 long texts costs many times one over 32 short ones. Here every batch holds texts of nearly equal
+length (sorted by length, ties broken at random each epoch) and as many of them as keep ``texts x longest length <=
+max_tokens``, so the cost per step is even and padding is close to zero. The batch boundaries depend only on the
+sorted lengths, so every epoch has the same number of batches (the learning-rate schedule needs that); the batches
+come in a new random order each epoch. fairseq batches by token budget the same way (``batch_by_size``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,43 @@ from torch.utils.data import Sampler
 
 from .exceptions import ConfigError
 
-__all__ = ["TokenBudgetBatchSampler", "budget_batch_sizes"]
+__all__ = ["TokenBudgetBatchSampler", "budget_batch_sizes", "length_grouped_batches", "shard_batches"]
+
+MEGABATCH_MULT = 50
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[np.ndarray]:
+    """Batches of ``batch_size`` indices of texts of similar length, in a random order fixed by ``seed``.
+
+    >>> batches = length_grouped_batches([3, 40, 5, 38] * 50, 8, seed=0)
+    >>> len(batches), sorted(np.concatenate(batches).tolist()) == list(range(200)), int(batches[0][0]) % 2
+    (25, True, 1)
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    mult = max(1, min(len(lengths) // (batch_size * 4), MEGABATCH_MULT))
+    size = mult * batch_size
+    mega = [order[i : i + size] for i in range(0, len(order), size)]
+    mega = [m[np.argsort(-lengths[m], kind="stable")] for m in mega]  # each by descending length
+    longest = int(np.argmax([lengths[m[0]] for m in mega]))
+    mega[0][0], mega[longest][0] = mega[longest][0], mega[0][0]  # the longest text in the first batch
+    flat = np.concatenate(mega)
+    return [flat[i : i + batch_size] for i in range(0, len(flat), batch_size)]
+
+
+def shard_batches(batches: list[np.ndarray], rank: int, world_size: int) -> list[np.ndarray]:
+    """The batches of process ``rank`` of ``world_size``: every ``world_size``-th one, the list first padded with
+    its own first batches to a multiple of ``world_size`` so that every process runs the same number of steps.
+
+    >>> [b.tolist() for b in shard_batches([np.array([0]), np.array([1]), np.array([2])], 1, 2)]
+    [[1], [0]]
+    """
+    if world_size <= 1:
+        return batches
+    missing = -len(batches) % world_size
+    padded = batches + batches[:missing]
+    return padded[rank::world_size]
 
 
 def budget_batch_sizes(sorted_lengths: Sequence[int], max_tokens: int) -> list[int]:

@@ -189,6 +189,9 @@ def train(
     freeze_embeddings: Annotated[
         bool, _option("freeze_embeddings", "--freeze-embeddings/--train-embeddings")
     ] = _DEFAULT["freeze_embeddings"],
+    lazy_embeddings: Annotated[bool, _option("lazy_embeddings", "--lazy-embeddings/--no-lazy-embeddings")] = _DEFAULT[
+        "lazy_embeddings"
+    ],
     torch_compile: Annotated[bool, _option("torch_compile", "--torch-compile")] = False,
     baselines: Annotated[bool, _option("baselines", "--baselines/--no-baselines")] = _DEFAULT["baselines"],
     track: Annotated[str | None, _option("track", "--track")] = None,

@@ -174,6 +174,14 @@ class TrainConfig:
             "1 point lower on SST-2 in our measurement (README, Speed)."
         },
     )
+    lazy_embeddings: bool = field(
+        default=True,
+        metadata={
+            "help": "Train the token-embedding table with a row-sparse (lazy) AdamW update: each step reads and "
+            "writes only the rows its batch uses (one process on a CPU; elsewhere the update is dense). "
+            "--no-lazy-embeddings updates the whole table every step."
+        },
+    )
     baselines: bool = field(
         default=True,
         metadata={

@@ -256,31 +256,32 @@ def _windowing(config: TrainConfig, max_length: int, tokenizer) -> Windowing:
     return windowing
 
 
-def _targets(dataset: TextDataset, labels: list[str]) -> list:
-    if dataset.multi_label:  # float multi-hot rows: transformers' multi-label loss is BCE-with-logits on them
-        return multi_hot(dataset.labels, labels).astype(np.float32).tolist()
-    index = {label: i for i, label in enumerate(labels)}
-    return [index[label] for label in dataset.labels]
+def _windows(encoded: Encoded, dataset: TextDataset, labels: list[str], tokenizer) -> stage.Windows:
+    # Each window carries its text's target: a label id, or a float multi-hot row (BCE-with-logits targets).
+    if dataset.multi_label:
+        per_text = multi_hot(dataset.labels, labels).astype(np.float32)
+    else:
+        index = {label: i for i, label in enumerate(labels)}
+        per_text = np.array([index[label] for label in dataset.labels], dtype=np.int64)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    return stage.Windows(encoded, per_text[encoded.text_index], pad_id, left)
 
 
 def _train(model, tokenizer, config, precision, features: _Features, splits, decision, weights, tracker):
     train_ds, val_ds = splits
     labels = list(decision.labels)
-    # Validation windows sorted by length (evaluation batches then have little padding), keeping the text of each
-    # window aligned: the per-epoch metrics are per text.
-    order = np.argsort(features.validation.lengths(), kind="stable")
-    val_rows = features.validation.rows(_targets(val_ds, labels))
     metrics_fn = stage.epoch_metrics(
         labels,
         decision.positive_label,
         val_ds.labels,
-        features.validation.text_index[order],
+        features.validation.text_index,
         features.windowing.aggregate,
         decision.multi_label,
     )
-    train_rows = features.train.rows(_targets(train_ds, labels))
-    val_rows = [val_rows[i] for i in order]
-    return stage.run_training(model, tokenizer, config, precision, train_rows, val_rows, metrics_fn, weights, tracker)
+    train = _windows(features.train, train_ds, labels, tokenizer)
+    validation = _windows(features.validation, val_ds, labels, tokenizer)
+    return stage.run_training(model, config, precision, train, validation, metrics_fn, weights, tracker)
 
 
 def _record(config, precision, result, features, train_ds, val_ds, val_from, setup_seconds) -> TrainingRecord:
