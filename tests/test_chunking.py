@@ -98,6 +98,15 @@ def test_cap_windows_keeps_the_first_the_last_and_evenly_spaced_ones():
     assert cap_windows(np.zeros(0, dtype=np.int64), 3).tolist() == []
 
 
+def test_windows_reusing_a_first_tokenization_equal_tokenizing_into_windows(tokenizer):
+    texts = [text for text, _ in long_rows(40, seed=2)]
+    windowing = Windowing(WINDOW, "chunk", STRIDE)
+    first = dict(tokenizer(texts, truncation=True, max_length=64))  # the first pass, at the model limit
+    direct, reused = encode(tokenizer, texts, windowing), encode(tokenizer, texts, windowing, reuse=first)
+    assert reused.columns == direct.columns and reused.text_index.tolist() == direct.text_index.tolist()
+    assert len(direct) > len(texts)  # some texts were split
+
+
 def test_training_windows_are_capped(tokenizer):
     texts = ["good " * 200, "bad"]
     encoded = encode(tokenizer, texts, Windowing(WINDOW, "chunk", STRIDE), max_windows=5)

@@ -61,7 +61,12 @@ def test_fit_wraps_train_and_saves_nothing(tiny_config, tmp_path, monkeypatch):
 
 def test_train_saves_output_with_exact_metric_keys(tiny_config, tmp_path):
     out = tmp_path / "model"
-    train(tiny_config(output_dir=str(out)), _dataset())
+    clf = train(tiny_config(output_dir=str(out)), _dataset())
+    check = clf.card.training.precision_check  # how predict's default precision agrees with fp32 on validation
+    if resolve_precision("auto").name == "fp32":
+        assert check is None
+    else:
+        assert check["texts"] == 12 and 0.9 <= check["label_agreement"] <= 1 and check["max_abs_prob_diff"] < 0.1
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {
         "accuracy",

@@ -135,6 +135,9 @@ class TrainingRecord:
     validation_seconds: float | None = None
     threshold_tuning: ThresholdTuning | None = None
     baselines: dict[str, dict[str, Any]] | None = None  # name -> {"metrics": scalar metrics, "seconds"}
+    # How prediction in the fast precision (bf16 where the hardware has it: predict's and serve's default) agrees with
+    # fp32 on the validation texts: {"precision", "texts", "label_agreement", "max_abs_prob_diff"}.
+    precision_check: dict[str, Any] | None = None
 
     _SCALARS = ("setup_seconds", "train_seconds", "train_tokens", "padding_share", "validation_seconds")
 
@@ -157,6 +160,8 @@ class TrainingRecord:
             info["threshold_tuning"] = self.threshold_tuning.to_info()
         if self.baselines is not None:
             info["baselines"] = self.baselines
+        if self.precision_check is not None:
+            info["precision_check"] = self.precision_check
         return info
 
     @classmethod
@@ -182,6 +187,7 @@ class TrainingRecord:
             windows=windows or None,
             threshold_tuning=ThresholdTuning.from_info(tuning) if tuning else None,
             baselines=info.get("baselines"),
+            precision_check=info.get("precision_check"),
             **{name: info.get(name) for name in cls._SCALARS},
         )
 

@@ -61,7 +61,9 @@ def export_onnx(
     Returns:
         ``output_dir``, ``quantize``, ``onnx_bytes``, ``texts`` (how many were re-evaluated) and, when the model has
         saved validation texts, ``accuracy_pytorch``, ``accuracy_onnx``, ``accuracy_change``, ``label_agreement``
-        and ``max_abs_prob_diff`` (multi-label models: accuracy and agreement compare whole label sets).
+        and ``max_abs_prob_diff`` (multi-label models: accuracy and agreement compare whole label sets), and
+        ``pytorch_auto_precision`` / ``pytorch_auto_label_agreement``: PyTorch in the precision ``bertfit predict``
+        uses by default, against PyTorch fp32.
 
     Raises:
         ConfigError: ``quantize`` is not None or "int8".
@@ -169,6 +171,9 @@ def _compare(clf: TextClassifier, exported: OnnxClassifier, model_dir: Path) -> 
     pred_pt = _as_keys(clf.decision.predict(probs_pt))
     pred_onnx = _as_keys(exported.decision.predict(probs_onnx))
     acc_pt, acc_onnx = float(np.mean(pred_pt == truth)), float(np.mean(pred_onnx == truth))
+    # PyTorch in the precision bertfit predict and serve use by default (auto), against its fp32 decisions.
+    fast = clf.with_precision("auto")
+    pred_fast = _as_keys(fast.decision.predict(fast.predict_proba(texts)))
     return {
         "texts": len(texts),
         "accuracy_pytorch": acc_pt,
@@ -176,6 +181,8 @@ def _compare(clf: TextClassifier, exported: OnnxClassifier, model_dir: Path) -> 
         "accuracy_change": acc_onnx - acc_pt,
         "label_agreement": float(np.mean(pred_pt == pred_onnx)),
         "max_abs_prob_diff": float(np.abs(probs_pt - probs_onnx).max()),
+        "pytorch_auto_precision": fast.precision_.name,
+        "pytorch_auto_label_agreement": float(np.mean(pred_pt == pred_fast)),
     }
 
 

@@ -127,8 +127,8 @@ def encode(
         max_windows: Chunk mode: keep at most this many windows per text, evenly spaced (see :func:`cap_windows`);
             0 keeps all.
         cache_dir: The tokenization cache (:func:`bertfit.cache.cache_directory`); None: no cache.
-        reuse: Truncate mode: ``texts`` already tokenized with a cut of at least ``max_length``; only its longer rows
-            are tokenized again.
+        reuse: ``texts`` already tokenized with a cut of at least ``max_length``: its rows that fit are kept as they
+            are (one window each), only the longer ones are tokenized again (cut, or split into windows).
         desc: Label of the progress bar.
 
     Raises:
@@ -142,7 +142,12 @@ def encode(
             f"long_text 'chunk' needs a fast (Rust) tokenizer, and {type(tokenizer).__name__} is not one; "
             "use --long-text truncate or a model that ships a tokenizer.json"
         )
-    encoded = tokenize_cached(tokenizer, texts, windowing.max_length, cache_dir, stride=windowing.stride, desc=desc)
+    if reuse is not None:
+        encoded = _windows_reusing(tokenizer, texts, windowing, cache_dir, reuse, desc)
+    else:
+        encoded = tokenize_cached(
+            tokenizer, texts, windowing.max_length, cache_dir, stride=windowing.stride, desc=desc
+        )
     text_index = np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64)
     keep = cap_windows(text_index, max_windows) if max_windows else np.arange(len(text_index))
     columns = {k: [encoded[k][i] for i in keep] for k in INPUT_KEYS if k in encoded}
@@ -160,6 +165,28 @@ def _truncated(tokenizer, texts, max_length: int, cache_dir, reuse, desc: str) -
             for j, i in enumerate(long_rows):
                 encoded[k][i] = redone[k][j]
     return encoded
+
+
+def _windows_reusing(tokenizer, texts, windowing: Windowing, cache_dir, reuse, desc: str) -> dict[str, list]:
+    # A text shorter than a window is that window; the others are split (a row of exactly max_length tokens may have
+    # been cut there by the first pass), and the windows of both kinds are merged back in text order.
+    keys = [k for k in INPUT_KEYS if k in reuse]
+    long_rows = [i for i, ids in enumerate(reuse["input_ids"]) if len(ids) >= windowing.max_length]
+    split = {k: [] for k in [*keys, "overflow_to_sample_mapping"]}
+    if long_rows:
+        long_texts = [texts[i] for i in long_rows]
+        split = tokenize_cached(
+            tokenizer, long_texts, windowing.max_length, cache_dir, stride=windowing.stride, desc=desc
+        )
+    by_text: dict[int, list[int]] = {}
+    for window, position in enumerate(split["overflow_to_sample_mapping"]):
+        by_text.setdefault(long_rows[position], []).append(window)
+    out = {k: [] for k in [*keys, "overflow_to_sample_mapping"]}
+    for i in range(len(texts)):
+        for k in keys:
+            out[k].extend([split[k][w] for w in by_text[i]] if i in by_text else [reuse[k][i]])
+        out["overflow_to_sample_mapping"].extend([i] * len(by_text.get(i, [0])))
+    return out
 
 
 def cap_windows(text_index: np.ndarray, max_windows: int) -> np.ndarray:

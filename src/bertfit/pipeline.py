@@ -41,7 +41,7 @@ from .hardware import Precision, resolve_precision
 from .inference import torch_logits
 from .metrics import minority_label
 from .track import Tracker
-from .validate import validate
+from .validate import Validation, validate
 
 __all__ = ["Fitted", "fit", "prepare_data"]
 
@@ -216,8 +216,8 @@ def _load(config: TrainConfig, train_ds: TextDataset, decision: DecisionRule, cl
 
 
 def _features(config: TrainConfig, tokenizer, model, train_ds: TextDataset, val_ds: TextDataset) -> _Features:
-    # The training texts are tokenized once at the model limit: their lengths choose max_length, and (truncate)
-    # only the texts longer than that are tokenized again.
+    # The training texts are tokenized once at the model limit: their lengths choose max_length, and only the texts
+    # longer than that are tokenized again (cut shorter, or split into windows).
     cache = cache_directory(config.cache_dir)
     cut = config.max_length or model_max_length(tokenizer, model.config)
     first = tokenize_cached(tokenizer, train_ds.texts, cut, cache, desc="tokenizing train")
@@ -225,10 +225,8 @@ def _features(config: TrainConfig, tokenizer, model, train_ds: TextDataset, val_
         [len(ids) for ids in first["input_ids"]], cut, config.long_text
     )
     windowing = _windowing(config, max_length, tokenizer)
-    if windowing.mode == "chunk":
-        train = encode(tokenizer, train_ds.texts, windowing, max_windows=config.max_windows, cache_dir=cache)
-    else:
-        train = encode(tokenizer, train_ds.texts, windowing, reuse=first)
+    options = {"max_windows": config.max_windows} if windowing.mode == "chunk" else {}
+    train = encode(tokenizer, train_ds.texts, windowing, cache_dir=cache, reuse=first, **options)
     validation = encode(tokenizer, val_ds.texts, windowing, cache_dir=cache, desc="tokenizing validation")
     return _Features(windowing, train, validation)
 
@@ -326,12 +324,41 @@ def _validate(fitted: Fitted, config: TrainConfig, precision: Precision, train_d
 
     result = validate(logits, card.decision, config, train_ds, val_ds, card.max_length)
     record = card.training
+    record.precision_check = _precision_check(fitted, config, result, val_ds.texts, precision.device)
     record.validation_seconds = result.seconds
     record.threshold_tuning = result.tuning
     record.warnings.extend(result.warnings)
     record.baselines = result.baselines
     fitted.card = card.with_decision(result.decision)
     fitted.metrics, fitted.records = result.metrics, result.records
+
+
+def _precision_check(fitted: Fitted, config: TrainConfig, result: Validation, texts: list[str], device: str):
+    # The validation texts predicted once more in the precision that predict and serve use by default (auto): how
+    # often its decision is the fp32 one, recorded in the card.
+    fast = resolve_precision("auto", device)
+    if fast.name == "fp32":
+        return None
+    card, rule = fitted.card, result.decision
+    logits = torch_logits(fitted.model, fitted.tokenizer, texts, card.windowing, fast, config.eval_batch_size)
+    probs = rule.probabilities(logits)
+    same = rule.decide(probs) == rule.decide(result.probs)
+    agreement = float((same.all(axis=1) if same.ndim == 2 else same).mean())
+    check = {
+        "precision": fast.name,
+        "texts": len(texts),
+        "label_agreement": round(agreement, 6),
+        "max_abs_prob_diff": round(float(np.abs(probs - result.probs).max()), 6),
+    }
+    logger.info(
+        "prediction in %s (the default of predict and serve) gives the fp32 decision on %.2f%% of %d validation "
+        "texts (largest probability difference %.2g; --precision fp32 for exact probabilities)",
+        fast.name,
+        100 * agreement,
+        len(texts),
+        check["max_abs_prob_diff"],
+    )
+    return check
 
 
 def _describe(dataset: TextDataset, origin: str | None = None) -> DataSummary:

@@ -394,6 +394,10 @@ def _timings(card: ModelCard, records) -> str:
         n = training.validation_data.rows or len(records)
         rows.append(("validation prediction time (s)", predict_seconds))
         rows.append(("prediction throughput (texts/s)", round(n / predict_seconds)))
+    check = training.precision_check
+    if check:
+        agreement = f"{check['label_agreement']:.2%} of {check['texts']:,} texts"
+        rows.append((f"{check['precision']} prediction (predict's default) gives the fp32 decision on", agreement))
     for row in training.history:
         rows.append((f"epoch {row['epoch']:g}: train + evaluation (s)", row.get("seconds")))
     return _section("timings", "Throughput and timings", _table(["", "value"], rows))

@@ -96,6 +96,13 @@ def summary(classifier: TextClassifier, output_dir: str | Path | None = None) ->
             f"{tuning.metric}; at 0.5 instead: f1 {half['f1']:.4f}, precision {half['precision']:.4f}, "
             f"recall {half['recall']:.4f}"
         )
+    check = record.precision_check
+    if check:
+        lines.append(
+            f"  predict and serve default to {check['precision']}: it gives the fp32 decision on "
+            f"{check['label_agreement']:.2%} of these texts (largest probability difference "
+            f"{check['max_abs_prob_diff']:.2g}; --precision fp32 for exact probabilities)"
+        )
     if record.baselines:
         rows = {"fine-tuned (this model)": {"metrics": classifier.metrics, "seconds": record.train_seconds}}
         lines.append("\nAgainst baselines on the same validation texts (fine-tuned: training seconds):")

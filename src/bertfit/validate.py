@@ -46,6 +46,7 @@ class Validation:
     metrics: dict[str, Any]
     records: list[dict[str, Any]]
     seconds: float
+    probs: np.ndarray  # (n_validation, n_labels), in fp32
     tuning: ThresholdTuning | None = None
     warnings: list[str] = field(default_factory=list)
     baselines: dict[str, dict[str, Any]] | None = None
@@ -86,6 +87,7 @@ def validate(
         metrics=metrics,
         records=decision.records(validation.texts, validation.labels, probs),
         seconds=round(seconds, 2),
+        probs=probs,
         tuning=tuning,
         warnings=[warning] if warning else [],
         baselines=_baselines(config, train, validation, decision.positive_label, max_length)
