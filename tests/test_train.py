@@ -275,3 +275,10 @@ def test_frozen_embeddings_stay_as_loaded(tiny_config, tiny_model_dir):
     trained = clf.model_.base_model
     assert torch.equal(trained.embeddings.word_embeddings.weight, loaded.embeddings.word_embeddings.weight)
     assert not torch.equal(trained.encoder.layer[0].output.dense.weight, loaded.encoder.layer[0].output.dense.weight)
+
+
+def test_evaluations_twice_per_epoch(tiny_config):
+    clf = train(tiny_config(epochs=2, evals_per_epoch=2), _dataset())
+    history = clf.info_["history"]
+    assert [row["epoch"] for row in history] == [0.5, 1.0, 1.5, 2.0]
+    assert [row["step"] for row in history] == [7, 14, 21, 28]  # 108 training texts in batches of 8: 14 per epoch

@@ -171,6 +171,7 @@ def train(
     metric_for_best_model: Annotated[str, _option("metric_for_best_model", "--metric")] = _DEFAULT[
         "metric_for_best_model"
     ],
+    evals_per_epoch: Annotated[int, _option("evals_per_epoch", "--evals-per-epoch")] = _DEFAULT["evals_per_epoch"],
     early_stopping_patience: Annotated[
         int | None, _option("early_stopping_patience", "--early-stopping-patience")
     ] = None,

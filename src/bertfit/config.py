@@ -116,7 +116,12 @@ class TrainConfig:
         },
     )
     eval_strategy: str = field(
-        default="epoch", metadata={"help": "Evaluate every 'epoch' or every eval_steps 'steps'."}
+        default="epoch",
+        metadata={"help": "Evaluate every 'epoch' (evals_per_epoch times) or every eval_steps 'steps'."},
+    )
+    evals_per_epoch: int = field(
+        default=1,
+        metadata={"help": "With eval_strategy 'epoch': evaluations per epoch, evenly spaced (the last at its end)."},
     )
     eval_steps: int | None = field(
         default=None, metadata={"help": "Steps between evaluations with eval_strategy 'steps'."}
@@ -240,6 +245,7 @@ class TrainConfig:
         _check(self.max_length is None or self.max_length >= 8, "max_length", self.max_length, "an integer >= 8")
         self._check_long_text()
         _check(self.eval_strategy in ("epoch", "steps"), "eval_strategy", self.eval_strategy, "'epoch' or 'steps'")
+        _check(self.evals_per_epoch >= 1, "evals_per_epoch", self.evals_per_epoch, "an integer >= 1")
         _check(
             self.eval_strategy != "steps" or (self.eval_steps or 0) >= 1,
             "eval_steps",

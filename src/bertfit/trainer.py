@@ -251,8 +251,7 @@ class _Loop:
             self._step(indices)
             if bar is not None:
                 bar.update(1)
-            end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total
-            if self._evaluation_due(end_of_epoch) and self._log_and_evaluate():
+            if self._evaluation_due() and self._log_and_evaluate():
                 return True
             if self.step >= self.total:
                 return True
@@ -293,10 +292,12 @@ class _Loop:
         self.step += 1
         self.last_lr = lr
 
-    def _evaluation_due(self, end_of_epoch: bool) -> bool:
+    def _evaluation_due(self) -> bool:
         if self.config.eval_strategy == "steps":
             return self.step % self.config.eval_steps == 0
-        return end_of_epoch
+        # evals_per_epoch evenly spaced points of each epoch (the last at its end), and the last step.
+        k, within = self.config.evals_per_epoch, self.step % self.steps_per_epoch or self.steps_per_epoch
+        return self.step == self.total or within in {round(self.steps_per_epoch * i / k) for i in range(1, k + 1)}
 
     def _log_and_evaluate(self) -> bool:
         """Log the training loss, evaluate, keep the best state; True when training must stop."""
