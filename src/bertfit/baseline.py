@@ -24,7 +24,7 @@ from .hardware import resolve_precision
 from .inference import torch_embeddings
 from .metrics import compute_metrics, majority_label, minority_label
 
-__all__ = ["BASELINES", "run_baselines", "format_baselines"]
+__all__ = ["BASELINES", "run_baselines", "format_baselines", "frozen_embeddings"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def run_baselines(
     positive_label: str | None = None,
     max_length: int = 256,
     batch_size: int = 64,
+    embeddings: tuple[np.ndarray, np.ndarray, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train each baseline on ``train`` and score it on ``validation`` with the metrics of fine-tuning.
 
@@ -61,6 +62,9 @@ def run_baselines(
         positive_label: Positive class of a binary task; default: the minority training label (as in training).
         max_length: Longest input in tokens for the encoder; longer texts are truncated.
         batch_size: Texts per encoder forward pass.
+        embeddings: The frozen encoder's embeddings of ``train`` and ``validation`` and the seconds they took, when
+            they were computed already (``bertfit train`` computes them with the model it loaded, before training);
+            see :func:`frozen_embeddings`.
 
     Returns:
         ``{name: {"metrics": compute_metrics dict, "seconds": fit + predict time}}`` for each name in
@@ -89,7 +93,10 @@ def run_baselines(
         "majority_class": lambda: _majority_class(train, validation),
         "tfidf_logreg": lambda: _tfidf_logreg(train, validation, labels),
         "frozen_embeddings_logreg": lambda: _frozen_embeddings_logreg(
-            train, validation, labels, model_name_or_path, max_length, batch_size
+            train,
+            validation,
+            labels,
+            embeddings or _embed(model_name_or_path, train, validation, max_length, batch_size),
         ),
     }
     results: dict[str, dict[str, Any]] = {}
@@ -97,6 +104,8 @@ def run_baselines(
         start = time.perf_counter()
         predictions = predictors[name]()
         seconds = time.perf_counter() - start
+        if name == "frozen_embeddings_logreg" and embeddings is not None:
+            seconds += embeddings[2]  # the forward passes done before training
         metrics = compute_metrics(validation.labels, predictions, labels, positive)
         results[name] = {"metrics": metrics, "seconds": seconds}
         logger.info("baseline %s: macro-F1 %.4f in %.1f s", name, metrics["macro_f1"], seconds)
@@ -184,30 +193,41 @@ def _tfidf_logreg(train: TextDataset, validation: TextDataset, labels: list[str]
     return _fit_predict(classifier, features, vectorizer.transform(validation.texts), train, labels)
 
 
-def _frozen_embeddings_logreg(
-    train: TextDataset,
-    validation: TextDataset,
-    labels: list[str],
-    model_name_or_path: str | None,
-    max_length: int,
-    batch_size: int,
-) -> list:
+def _frozen_embeddings_logreg(train: TextDataset, validation: TextDataset, labels: list[str], embeddings) -> list:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, class_weight="balanced"))
+    return _fit_predict(classifier, embeddings[0], embeddings[1], train, labels)
+
+
+def _embed(model_name_or_path, train: TextDataset, validation: TextDataset, max_length: int, batch_size: int):
     path = resolve_model(model_name_or_path)
     # Loaded through the classifier loader for its ModelError messages; only the encoder under the (unused,
-    # randomly initialized) head runs, under bf16 autocast where the hardware has it (about 2x faster on this
-    # project's CPU); the pooled vectors are fp32.
-    encoder = load_sequence_classifier(path).base_model.eval()
-    tokenizer = load_tokenizer(path)
+    # randomly initialized) head runs.
+    model = load_sequence_classifier(path)
+    return frozen_embeddings(model, load_tokenizer(path), train.texts, validation.texts, max_length, batch_size)
+
+
+def frozen_embeddings(
+    model, tokenizer, train_texts: list[str], validation_texts: list[str], max_length: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The frozen-embedding baseline's features: ``model``'s encoder's mean-pooled last hidden states of both splits
+    (texts truncated to ``max_length``, at most the model's limit), under bf16 autocast where the hardware has it
+    (about 2x faster on this project's CPU); fp32 vectors, and the seconds they took.
+
+    ``model`` must still hold its pretrained weights: ``bertfit train`` calls this before training.
+    """
+    start = time.perf_counter()
     precision = resolve_precision("auto")
-    encoder.to(precision.device)
+    encoder = model.base_model
+    was_training = encoder.training
+    encoder.eval().to(precision.device)
     cut = min(max_length, model_max_length(tokenizer, encoder.config))
-
-    def embed(texts: list[str]) -> np.ndarray:
-        return torch_embeddings(encoder, tokenizer, texts, cut, precision, batch_size)
-
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, class_weight="balanced"))
-    return _fit_predict(classifier, embed(train.texts), embed(validation.texts), train, labels)
+    out = [
+        torch_embeddings(encoder, tokenizer, texts, cut, precision, batch_size)
+        for texts in (train_texts, validation_texts)
+    ]
+    encoder.train(was_training)
+    return out[0], out[1], time.perf_counter() - start

@@ -30,13 +30,14 @@ from .backbone import (
     model_max_length,
     resolve_model,
 )
+from .baseline import frozen_embeddings
 from .cache import cache_directory, tokenize_cached
 from .card import BestEpoch, DataSummary, ModelCard, TrainingRecord
 from .config import SINGLE_LABEL_METRICS, TrainConfig, resolve_stride
 from .data import TextDataset, check_validation, load_data, multi_hot, train_val_split
 from .decision import DecisionRule
 from .exceptions import ConfigError, DataError, TrainingError
-from .features import Encoded, Windowing, choose_max_length, encode
+from .features import Encoded, Windowing, aggregate_logits, choose_max_length, encode
 from .hardware import Precision, resolve_precision
 from .inference import torch_logits
 from .metrics import minority_label
@@ -46,6 +47,10 @@ from .validate import Validation, validate
 __all__ = ["Fitted", "fit", "prepare_data"]
 
 logger = logging.getLogger(__name__)
+
+# The precision check (auto against fp32) runs on at most this many validation texts: enough for an agreement known
+# to about 0.1%, at a fraction of a pass over a large validation set.
+PRECISION_CHECK_TEXTS = 2000
 
 
 @dataclass
@@ -106,6 +111,10 @@ def fit(
     model, tokenizer = _load(config, train_ds, decision, class_weights)
     features = _features(config, tokenizer, model, train_ds, val_ds)
     setup_seconds = time.perf_counter() - entered
+    embeddings = None
+    if config.baselines and stage.is_main_process():  # with the pretrained weights, while the model still has them
+        size = features.windowing.max_length
+        embeddings = frozen_embeddings(model, tokenizer, train_ds.texts, val_ds.texts, size, config.eval_batch_size)
     tracker.start()
     with tracker.closing_on_error():
         result = _train(
@@ -120,7 +129,7 @@ def fit(
     fitted = Fitted(model, tokenizer, card, None, None, result, config)
     if not result.main_process:  # another rank of a distributed run: rank 0 validates, saves and tracks
         return fitted
-    _validate(fitted, config, precision, train_ds, val_ds)
+    _validate(fitted, config, precision, features, (train_ds, val_ds), embeddings)
     if result.diverged_at is not None:
         record.warnings.append(stage.divergence_message(config, result, saved_to=config.output_dir))
     if own_tracker:
@@ -314,48 +323,59 @@ def _record(config, precision, result, features, train_ds, val_ds, val_from, set
     )
 
 
-def _validate(fitted: Fitted, config: TrainConfig, precision: Precision, train_ds, val_ds) -> None:
-    # Validation predictions in fp32 (exact), in evaluation batches.
-    fp32 = Precision("fp32", precision.device)
-    card = fitted.card
-
-    def logits(texts: list[str]) -> np.ndarray:
-        return torch_logits(fitted.model.eval(), fitted.tokenizer, texts, card.windowing, fp32, config.eval_batch_size)
-
-    result = validate(logits, card.decision, config, train_ds, val_ds, card.max_length)
+def _validate(fitted: Fitted, config: TrainConfig, precision: Precision, features: _Features, splits, embeddings):
+    # The validation stage on the logits of the evaluation that chose the best state (at the training precision,
+    # by default the one predict and serve use): no second pass over validation.
+    train_ds, val_ds = splits
+    card, result = fitted.card, fitted.result
+    logits = aggregate_logits(
+        result.best_logits, features.validation.text_index, len(val_ds), card.windowing.aggregate
+    )
+    options = {"seconds": result.best_eval_seconds or 0.0, "embeddings": embeddings}
+    validation = validate(logits, card.decision, config, train_ds, val_ds, card.max_length, **options)
     record = card.training
-    record.precision_check = _precision_check(fitted, config, result, val_ds.texts, precision.device)
-    record.validation_seconds = result.seconds
-    record.threshold_tuning = result.tuning
-    record.warnings.extend(result.warnings)
-    record.baselines = result.baselines
-    fitted.card = card.with_decision(result.decision)
-    fitted.metrics, fitted.records = result.metrics, result.records
+    record.precision_check = _precision_check(fitted, config, validation, val_ds.texts, precision)
+    record.validation_seconds = validation.seconds
+    record.threshold_tuning = validation.tuning
+    record.warnings.extend(validation.warnings)
+    record.baselines = validation.baselines
+    fitted.card = card.with_decision(validation.decision)
+    fitted.metrics, fitted.records = validation.metrics, validation.records
 
 
-def _precision_check(fitted: Fitted, config: TrainConfig, result: Validation, texts: list[str], device: str):
-    # The validation texts predicted once more in the precision that predict and serve use by default (auto): how
-    # often its decision is the fp32 one, recorded in the card.
-    fast = resolve_precision("auto", device)
+def _precision_check(fitted: Fitted, config, validation: Validation, texts: list[str], trained: Precision):
+    # How often predict's and serve's default precision (auto) takes the fp32 decision, on (at most
+    # PRECISION_CHECK_TEXTS of) the validation texts: one more pass, in whichever of the two the evaluation did not
+    # use.
+    fast = resolve_precision("auto", trained.device)
     if fast.name == "fp32":
         return None
-    card, rule = fitted.card, result.decision
-    logits = torch_logits(fitted.model, fitted.tokenizer, texts, card.windowing, fast, config.eval_batch_size)
-    probs = rule.probabilities(logits)
-    same = rule.decide(probs) == rule.decide(result.probs)
+    n = min(len(texts), PRECISION_CHECK_TEXTS)
+    card, rule = fitted.card, validation.decision
+
+    def probs(precision: Precision) -> np.ndarray:
+        if precision.name == trained.name:
+            return validation.probs[:n]
+        logits = torch_logits(
+            fitted.model, fitted.tokenizer, texts[:n], card.windowing, precision, config.eval_batch_size
+        )
+        return rule.probabilities(logits)
+
+    exact, approximate = probs(Precision("fp32", trained.device)), probs(fast)
+    same = rule.decide(approximate) == rule.decide(exact)
     agreement = float((same.all(axis=1) if same.ndim == 2 else same).mean())
     check = {
         "precision": fast.name,
-        "texts": len(texts),
+        "texts": n,
         "label_agreement": round(agreement, 6),
-        "max_abs_prob_diff": round(float(np.abs(probs - result.probs).max()), 6),
+        "max_abs_prob_diff": round(float(np.abs(approximate - exact).max()), 6),
     }
     logger.info(
         "prediction in %s (the default of predict and serve) gives the fp32 decision on %.2f%% of %d validation "
         "texts (largest probability difference %.2g; --precision fp32 for exact probabilities)",
         fast.name,
         100 * agreement,
-        len(texts),
+        n,
         check["max_abs_prob_diff"],
     )
     return check

@@ -26,7 +26,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -78,7 +78,8 @@ class TrainResult:
     padding_share: float
     main_process: bool = True
     diverged_at: dict[str, float] | None = None
-    warnings: list[str] = field(default_factory=list)
+    best_logits: np.ndarray | None = None  # the best evaluation's validation logits, (n_windows, n_labels)
+    best_eval_seconds: float | None = None  # and how long that evaluation took
 
 
 class Windows:
@@ -314,9 +315,11 @@ class _Loop:
             self.lazy.flush()  # the table as dense AdamW has it, for the evaluation and the best state
         val_loss, window_logits = self._evaluate()
         metrics = self.metrics_fn(window_logits)
+        seconds = time.perf_counter() - started
         evaluation = {"eval_loss": val_loss, **{f"eval_{k}": v for k, v in metrics.items()}}
-        self._log({**evaluation, "eval_runtime": round(time.perf_counter() - started, 4)}, epoch)
-        return self.monitor.evaluated(epoch, self.step, loss, val_loss, metrics, self.model)
+        self._log({**evaluation, "eval_runtime": round(seconds, 4)}, epoch)
+        row = {"epoch": round(epoch, 2), "step": self.step, "train_loss": loss, "val_loss": val_loss}
+        return self.monitor.evaluated(row, metrics, self.model, window_logits, seconds)
 
     def _reduced_loss(self) -> float:
         # The mean training loss since the last log, averaged over the processes: one host sync per log.
@@ -394,6 +397,8 @@ class _Loop:
             padding_share=padding,
             main_process=self.rank == 0,
             diverged_at=self.monitor.diverged_at,
+            best_logits=self.monitor.best_logits,
+            best_eval_seconds=self.monitor.best_eval_seconds,
         )
 
 
@@ -408,14 +413,17 @@ class _Monitor:
         self.rows: list[dict[str, Any]] = []
         self.best_state: dict | None = None
         self.best_row: dict[str, Any] | None = None
+        self.best_logits: np.ndarray | None = None
+        self.best_eval_seconds: float | None = None
         self.diverged_at: dict[str, float] | None = None
         self._bad_evals = 0
         self._since = time.perf_counter()
 
-    def evaluated(self, epoch: float, step: int, train_loss: float, val_loss: float, metrics, model) -> bool:
-        """Record an evaluation; True when training must stop early."""
+    def evaluated(self, row: dict[str, Any], metrics, model, logits: np.ndarray, seconds: float) -> bool:
+        """Record an evaluation (``row``: epoch, step, train_loss, val_loss; ``logits``: its validation logits);
+        True when training must stop early."""
         now = time.perf_counter()
-        row = {"epoch": round(epoch, 2), "step": step, "train_loss": train_loss, "val_loss": val_loss}
+        row = dict(row)
         row.update({k: v for k, v in metrics.items() if k in _ROW_METRICS})
         row["seconds"] = round(now - self._since, 1)
         self._since = now
@@ -424,9 +432,12 @@ class _Monitor:
             if len(self.rows) == 1:
                 logger.info("".join(f"{name:>12}" for name in self.columns))
             logger.info(_format_row(row, self.columns))
-        return self._keep_if_best(row, model)
+        if self._keep_if_best(row, model):
+            self.best_logits, self.best_eval_seconds = logits, seconds
+        return self._stop()
 
     def _keep_if_best(self, row: dict[str, Any], model) -> bool:
+        """Keep the state of ``row``'s evaluation when it is the best so far; whether it was."""
         value = row["val_loss"] if self.metric == "loss" else row.get(self.metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return False
@@ -435,8 +446,11 @@ class _Monitor:
             self.best_row = {**row, "_value": value}
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             self._bad_evals = 0
-            return False
+            return True
         self._bad_evals += 1
+        return False
+
+    def _stop(self) -> bool:
         if self.patience and self._bad_evals >= self.patience:
             logger.info("stopping early: %s has not improved for %d evaluations", self.metric, self._bad_evals)
             return True

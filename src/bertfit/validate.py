@@ -1,6 +1,7 @@
 """The validation stage: score the trained model on validation, tune its decision, check it, and fit the baselines.
 
-After training stops at the best state, :func:`validate` predicts every validation text once, tunes the decision
+After training stops at the best state, :func:`validate` takes that state's logits of every validation text (from
+the evaluation that chose it: no second pass), tunes the decision
 threshold (binary tasks) or one threshold per label (multi-label tasks) on those probabilities, computes the final
 metrics at the tuned decision, builds the per-text records the report is made of, warns when the model collapsed or
 is no better than the majority class, and fits the baselines on the same split.
@@ -9,7 +10,6 @@ is no better than the majority class, and fits the baselines on the same split.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,33 +46,37 @@ class Validation:
     metrics: dict[str, Any]
     records: list[dict[str, Any]]
     seconds: float
-    probs: np.ndarray  # (n_validation, n_labels), in fp32
+    probs: np.ndarray  # (n_validation, n_labels)
     tuning: ThresholdTuning | None = None
     warnings: list[str] = field(default_factory=list)
     baselines: dict[str, dict[str, Any]] | None = None
 
 
 def validate(
-    predict_logits,
+    logits: np.ndarray,
     decision: DecisionRule,
     config: TrainConfig,
     train: TextDataset,
     validation: TextDataset,
     max_length: int,
+    *,
+    seconds: float = 0.0,
+    embeddings: tuple[np.ndarray, np.ndarray, float] | None = None,
 ) -> Validation:
     """Score, tune and check a trained model on ``validation``.
 
     Args:
-        predict_logits: Texts -> logits ``(n_texts, n_labels)`` of the trained model.
+        logits: The trained model's logits of the validation texts, ``(n_validation, n_labels)``.
         decision: The untuned decision rule (labels, task kind, positive label).
         config: The run's options (``threshold_metric``, ``baselines``, ...).
         train: The training split (for the majority class and the baselines).
         validation: The validation split.
         max_length: The model's window size (the frozen-embedding baseline truncates there).
+        seconds: How long predicting the validation texts took.
+        embeddings: The frozen-embedding baseline's features, if computed already (see
+            :func:`bertfit.baseline.frozen_embeddings`).
     """
-    start = time.perf_counter()
-    probs = decision.probabilities(predict_logits(validation.texts))  # (n_validation, n_labels)
-    seconds = time.perf_counter() - start
+    probs = decision.probabilities(logits)  # (n_validation, n_labels)
     decision, tuning = tune_decision(decision, config.threshold_metric, validation.labels, probs)
     metrics = compute_metrics(
         validation.labels, decision.predict(probs), list(decision.labels), decision.positive_label
@@ -90,7 +94,7 @@ def validate(
         probs=probs,
         tuning=tuning,
         warnings=[warning] if warning else [],
-        baselines=_baselines(config, train, validation, decision.positive_label, max_length)
+        baselines=_baselines(config, train, validation, decision.positive_label, max_length, embeddings)
         if config.baselines
         else None,
     )
@@ -149,9 +153,7 @@ def _tune_per_label(decision, objective, y_true, probs, untuned, labels) -> tupl
     return replace(decision, thresholds=thresholds), tuning
 
 
-def _baselines(
-    config: TrainConfig, train: TextDataset, validation: TextDataset, positive: str | None, max_length: int
-) -> dict[str, dict[str, Any]]:
+def _baselines(config, train, validation, positive: str | None, max_length: int, embeddings):
     # The cheap models of bertfit.baseline on the same split, for the report: {name: {"metrics", "seconds"}}, the
     # metrics without their per-class tables. A failure costs the comparison, never the trained model.
     from .baseline import run_baselines
@@ -164,6 +166,7 @@ def _baselines(
             positive_label=positive,
             max_length=max_length,
             batch_size=config.eval_batch_size,
+            embeddings=embeddings,
         )
     except (BertfitError, ValueError, MemoryError) as err:
         logger.warning("the baselines could not be trained (%s); the model is saved without them", err)
