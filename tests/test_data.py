@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 
 import pandas as pd
 import pytest
@@ -168,3 +169,167 @@ def test_fingerprint_tracks_content():
     a = TextDataset(["x", "y"], ["1", "2"])
     assert a.fingerprint() == TextDataset(["x", "y"], ["1", "2"]).fingerprint()
     assert a.fingerprint() != TextDataset(["x", "y"], ["2", "1"]).fingerprint()
+
+
+# -- repeated column names -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("d.csv", "text,text,label\na,b,pos\n"),
+        ("d.tsv", "text\tlabel\tlabel\na\tpos\tneg\n"),
+        ("d.jsonl", '{"text": "a", "label": "pos"}\n{"text": "a", "text": "b", "label": "pos"}\n'),
+        ("d.json", '[{"text": "a", "label": "pos", "label": "neg"}]'),
+    ],
+)
+def test_repeated_column_names_are_refused(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))} names the column\(s\) \['(text|label)'\] more than"):
+        load_data(path)
+
+
+def test_repeated_names_in_parquet_and_unused_repeated_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        [pa.array(["a", "b"]), pa.array(["c", "d"]), pa.array(["x", "y"])], names=["text", "text", "label"]
+    )
+    pq.write_table(table, tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"names the column\(s\) \['text'\] more than once in its columns"):
+        load_data(tmp_path / "d.parquet")
+    (tmp_path / "d.csv").write_text("text,label,note,note\na,pos,1,2\n")
+    assert load_data(tmp_path / "d.csv").texts == ["a"]  # the repeated column is not read
+
+
+def test_header_names_are_kept_as_written(tmp_path):
+    # pandas names an empty header cell "Unnamed: 0" and renames a repeat "text.1": the file's names are used.
+    (tmp_path / "d.csv").write_text(",label,text.1\na,pos,b\n")
+    assert load_data(tmp_path / "d.csv", text_column="").texts == ["a"]
+    assert load_data(tmp_path / "d.csv", text_column="text.1").texts == ["b"]
+
+
+def test_a_row_with_an_extra_field_is_an_error_not_a_shifted_text(tmp_path):
+    # pandas takes a first data row with one field more than the header as an index: the text would lose "hello".
+    (tmp_path / "d.csv").write_text("text,label\nhello, world,pos\ngood,neg\n")
+    with pytest.raises(DataError, match=r"Expected 2 fields in line 2, saw 3; quote the fields"):
+        load_data(tmp_path / "d.csv")
+
+
+# -- cells that are not strings ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "what"),
+    [
+        (["a", "b"], r"a list: \['a', 'b'\]"),
+        ({"a": 1}, r"a mapping \(JSON object\): \{'a': 1\}"),
+        (True, "a boolean: True"),
+    ],
+)
+def test_texts_that_are_not_strings_name_the_column_row_and_fix(tmp_path, cell, what):
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        json.dumps({"text": "fine", "label": "x"}) + "\n" + json.dumps({"text": cell, "label": "y"}) + "\n"
+    )
+    message = rf"data row 2 of .*d.jsonl: column 'text' holds {what}; texts must be strings, so point --text-column"
+    with pytest.raises(DataError, match=message):
+        load_data(path)
+    with pytest.raises(DataError, match=message):
+        list(iter_text_chunks(path, chunk_size=1))  # row numbers count across chunks
+
+
+def test_numbers_become_texts_and_missing_texts_are_dropped(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": 5, "label": 1}\n{"text": 2.5, "label": true}\n{"text": null, "label": 0}\n')
+    ds = load_data(path)
+    assert (ds.texts, ds.labels) == (["5", "2.5"], ["1", "True"])
+
+
+def test_bytes_are_decoded_as_utf8_or_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = pa.table({"text": pa.array([b"caf\xc3\xa9", b"ok"]), "label": pa.array([b"x", b"y"])})
+    pq.write_table(good, tmp_path / "good.parquet")
+    ds = load_data(tmp_path / "good.parquet")
+    assert (ds.texts, ds.labels) == (["café", "ok"], ["x", "y"])
+    pq.write_table(pa.table({"text": pa.array([b"ok", b"caf\xe9"]), "label": ["x", "y"]}), tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"data row 2 of .*: column 'text' holds bytes that are not valid UTF-8"):
+        load_data(tmp_path / "bad.parquet")
+
+
+def test_list_texts_in_parquet_and_mapping_labels_are_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [["a"], ["b"]], "label": ["x", "y"]}), tmp_path / "d.parquet")
+    with pytest.raises(DataError, match="data row 1 .* column 'text' holds a list"):
+        load_data(tmp_path / "d.parquet")
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": {"name": "x"}}\n')
+    with pytest.raises(DataError, match="column 'label' holds a mapping .*labels must be strings, numbers"):
+        load_data(path)
+    path.write_text('{"text": "a", "label": [["x"]]}\n')
+    with pytest.raises(DataError, match="column 'label' holds a list inside a list of labels"):
+        load_data(path)
+    path.write_text('{"text": "a", "label": [true, "x", null]}\n')
+    assert load_data(path).labels == [("True", "x")]
+
+
+def test_lone_surrogates_are_refused(tmp_path):
+    # json reads "\ud800" as a lone surrogate, which no tokenizer takes and UTF-8 cannot encode (fingerprint failed).
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y\\ud800"}\n')
+    with pytest.raises(DataError, match=r"data row 2 .* column 'label' holds a lone UTF-16 surrogate U\+D800"):
+        load_data(path)
+
+
+# -- files that could not be read ----------------------------------------------------------------------------------
+
+
+def test_unknown_encoding_is_a_data_error(sentiment_csv):
+    for encoding in ["no-such-codec", "rot13"]:  # LookupError before
+        with pytest.raises(DataError, match=rf"unknown text encoding '{encoding}'; pass a Python codec name"):
+            load_data(sentiment_csv, encoding=encoding)
+
+
+def test_broken_gzip_and_saved_dataset_are_data_errors(tmp_path):
+    whole = gzip.compress(b"text,label\ngood,pos\nbad,neg\n")
+    (tmp_path / "d.csv.gz").write_bytes(whole[: len(whole) // 2])  # EOFError before
+    with pytest.raises(DataError, match=r"could not read .*d.csv.gz as CSV: Compressed file ended"):
+        load_data(tmp_path / "d.csv.gz")
+    (tmp_path / "d.jsonl.gz").write_bytes(whole[:12] + b"garbage")  # zlib.error before
+    with pytest.raises(DataError, match="could not read .*d.jsonl.gz as JSONL"):
+        load_data(tmp_path / "d.jsonl.gz")
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "state.json").write_text("{}")  # KeyError before
+    with pytest.raises(DataError, match=r"could not read .*saved as a saved dataset \(KeyError"):
+        load_data(tmp_path / "saved")
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ('{"text": "a"}\n{"text": \n', "line 2 of .* is not valid JSON"),
+        ('["a", "b"]\n', r"line 1 of .* holds \['a', 'b'\], not a JSON object"),
+    ],
+)
+def test_bad_jsonl_lines_are_named(tmp_path, content, match):
+    path = tmp_path / "d.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError, match=match):
+        load_data(path)
+
+
+def test_json_files_of_records_or_columns(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"text": {"0": "good film", "1": "bad film"}, "label": {"0": "pos", "1": "neg"}}))
+    assert load_data(path).texts == ["good film", "bad film"]  # pandas' default orient
+    path.write_text('"text"')
+    with pytest.raises(DataError, match="must hold an array of objects, one per row"):
+        load_data(path)
+    (tmp_path / "bom.jsonl").write_text('\ufeff{"text": "a", "label": "x"}\n', encoding="utf-8")
+    assert load_data(tmp_path / "bom.jsonl").texts == ["a"]

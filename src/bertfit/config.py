@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import json
+import math
+import numbers
 import re
 import sys
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -44,7 +50,8 @@ class TrainConfig:
     """Options of one fine-tuning run. Keys of a config file and CLI flags use the same names.
 
     The defaults were chosen by measurement for the embedded default model (all-MiniLM-L6-v2, 6 layers): see the
-    README's "Defaults" section.
+    README's "Defaults" section. Every value is parsed to its field's declared type or refused with a ConfigError,
+    however the config is built (the rules: :meth:`from_dict`).
 
     >>> TrainConfig(epochs=2, learning_rate=1e-4).epochs
     2
@@ -210,6 +217,20 @@ class TrainConfig:
         default=False, metadata={"help": "Run custom code of a hub model (off unless you trust its author)."}
     )
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing, non-empty output directory."})
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "Continue an interrupted run from its last checkpoint (kept beside --output-dir until the run "
+            "finishes); the data and options must be the same."
+        },
+    )
+    allow_pickle: bool = field(
+        default=False,
+        metadata={
+            "help": "Load a model whose weights are only a pickle-based pytorch_model.bin (loading pickles can run "
+            "arbitrary code: only for a source you trust); by default only safetensors weights load."
+        },
+    )
     track: str | None = field(
         default=None,
         metadata={
@@ -226,7 +247,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.epochs, float) and self.epochs.is_integer():
+        _parse_fields(self)
+        if self.epochs.is_integer():
             self.epochs = int(self.epochs)
         _check(self.epochs > 0, "epochs", self.epochs, "a number > 0")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
@@ -242,6 +264,7 @@ class TrainConfig:
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
         _check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "a number >= 0")
         _check(0 < self.val_size < 1, "val_size", self.val_size, "a share between 0 and 1, e.g. 0.1")
+        _check(0 <= self.seed <= _MAX_SEED, "seed", self.seed, f"an integer from 0 to {_MAX_SEED} (numpy's range)")
         _check(self.max_length is None or self.max_length >= 8, "max_length", self.max_length, "an integer >= 8")
         self._check_long_text()
         _check(self.eval_strategy in ("epoch", "steps"), "eval_strategy", self.eval_strategy, "'epoch' or 'steps'")
@@ -303,14 +326,36 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Build a config from a dict, refusing unknown keys with the closest valid name.
 
+        Keys may use dashes for underscores (``batch-size``). Each value is parsed to its field's declared type, as
+        direct construction does, so that config files of any format read alike:
+
+        - ``bool``: true/false, the integers 1/0 and the strings "true", "false", "yes", "no", "1", "0" (any case);
+          anything else is refused (so ``"overwrite": "false"`` is False, never ``bool("false")``).
+        - ``int``: integers, floats with an integral value (``8.0``) and strings of digits (``"42"``); refused:
+          ``8.5``, ``True``, ``"1e3"``.
+        - ``float``: integers, floats and decimal strings (``"1e-4"``, which YAML reads as a string); refused:
+          booleans, NaN and infinities.
+        - ``str``: strings, and integers as their decimal string (YAML reads ``positive_label: 1`` as a number);
+          refused: booleans (YAML reads ``yes`` as true: quote it), floats, lists and mappings.
+        - ``X | None``: also None (YAML ``null``), and for non-string X the strings "none" and "null" (TOML has no
+          null); a string field keeps "none" as text (``cache_dir: none`` turns the cache off).
+        - ``class_weights`` (``str | dict[str, float]``): "none", "balanced", or a mapping (or its JSON text) of
+          label to a positive finite weight, read by the ``float`` rule.
+
         Raises:
-            ConfigError: An unknown key or an invalid value.
+            ConfigError: An unknown, repeated (``batch-size`` and ``batch_size``) or non-string key, or a value that
+                is not of its key's type or is out of range.
+
+        >>> TrainConfig.from_dict({"overwrite": "false", "batch-size": "16"}).overwrite
+        False
         """
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"a config must be a mapping of option names to values, got {type(values).__name__}")
         names = [f.name for f in fields(cls)]
-        values = {key.replace("-", "_"): value for key, value in values.items()}
+        values = _normalized_keys(values)
         unknown = sorted(set(values) - set(names))
         if unknown:
             hints = [
@@ -320,10 +365,7 @@ class TrainConfig:
                 for key in unknown
             ]
             raise ConfigError(f"unknown config key(s) {', '.join(hints)}; valid keys: {', '.join(sorted(names))}")
-        try:
-            return cls(**values)
-        except TypeError as err:  # a comparison with a wrongly typed value, e.g. epochs: "three"
-            raise ConfigError(f"invalid config value: {err}; check the types of the values") from None
+        return cls(**values)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -374,20 +416,130 @@ def _toml():
     return tomllib
 
 
+def _normalized_keys(values: Mapping[Any, Any]) -> dict[str, Any]:
+    normalized: dict[str, Any] = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise ConfigError(
+                f"config keys must be option names (strings), got {_shown(key)} ({type(key).__name__}); "
+                "check the config file's keys"
+            )
+        name = key.replace("-", "_")
+        if name in normalized:
+            raise ConfigError(f"config key {name!r} is given twice (as {key!r} too); keep one of them")
+        normalized[name] = value
+    return normalized
+
+
 def _parse_class_weights(value: Any) -> str | dict[str, float]:
-    if value in ("none", "balanced"):
+    if isinstance(value, str) and value in ("none", "balanced"):
         return value
     parsed = value
     if isinstance(value, str):
         try:
             parsed = json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
             parsed = None
-    ok = isinstance(parsed, dict) and all(
-        isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in parsed.values()
-    )
+    weights = None
+    if isinstance(parsed, Mapping):
+        try:
+            weights = {str(label): _to_float(weight) for label, weight in parsed.items()}
+        except (TypeError, ValueError, OverflowError):
+            weights = None
+    ok = weights is not None and all(weight > 0 for weight in weights.values())
     _check(ok, "class_weights", value, "'none', 'balanced' or a JSON object of label to positive weight")
-    return {str(label): float(weight) for label, weight in parsed.items()}
+    return weights
+
+
+# The largest seed numpy (and so scikit-learn's split) accepts.
+_MAX_SEED = 2**32 - 1
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ValueError(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():  # NaN and infinities are not integers
+        return int(value)
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        return int(value)  # a ValueError past Python's 4,300 digits
+    raise ValueError(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)  # an OverflowError for integers beyond the float range
+    elif isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        number = float(value)
+    else:
+        raise ValueError(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    raise ValueError(value)
+
+
+# Each declared type (without None): its parser, and what a message says it expects.
+_PARSERS: dict[type, tuple[Callable[[Any], Any], str]] = {
+    bool: (_to_bool, "true or false (or one of the strings 'true', 'false', 'yes', 'no', '1', '0')"),
+    int: (_to_int, "an integer such as 42 (or a string of digits such as '42')"),
+    float: (_to_float, "a finite number such as 0.1 or 1e-4"),
+    str: (_to_str, "a string (quote it in YAML)"),
+}
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, tuple[bool, type | None]]:
+    # Per field: whether None is allowed, and the one type of _PARSERS it holds otherwise (None: a field with its
+    # own parser, as class_weights).
+    hints = typing.get_type_hints(cls)
+    parsed = {}
+    for f in fields(cls):
+        annotation = hints[f.name]
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        options = typing.get_args(annotation) if union else (annotation,)
+        kinds = [kind for kind in options if kind is not type(None)]
+        parsed[f.name] = (len(kinds) < len(options), kinds[0] if len(kinds) == 1 and kinds[0] in _PARSERS else None)
+    return parsed
+
+
+def _parse_fields(config: TrainConfig) -> None:
+    for name, (optional, kind) in _field_types(type(config)).items():
+        value = getattr(config, name)
+        if optional and (
+            value is None or (kind is not str and isinstance(value, str) and value.strip().lower() in ("none", "null"))
+        ):
+            setattr(config, name, None)
+        elif kind is not None:
+            parse, expected = _PARSERS[kind]
+            try:
+                setattr(config, name, parse(value))
+            except (TypeError, ValueError, OverflowError):
+                expected += " or null" if optional else ""
+                raise ConfigError(
+                    f"{name} must be {expected}, got {_shown(value)} ({type(value).__name__}); fix {name} in the "
+                    "config file or call"
+                ) from None
 
 
 def resolve_stride(stride: int | None, max_length: int) -> int:
@@ -411,4 +563,9 @@ def resolve_stride(stride: int | None, max_length: int) -> int:
 
 def _check(ok: bool, name: str, value: Any, expected: str) -> None:
     if not ok:
-        raise ConfigError(f"{name} must be {expected}, got {value!r}")
+        raise ConfigError(f"{name} must be {expected}, got {_shown(value)}")
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."

@@ -6,17 +6,28 @@ files (``.txt`` with an explicit ``sep``), and a folder written by ``datasets.Da
 A label cell holds one label (single-label data), or several: a list (JSONL, JSON, Parquet, saved datasets) or a
 string split at ``label_sep`` (e.g. ``"joy;love"``). Multi-label rows are tuples of label names; an empty tuple is a
 text with no label.
+
+Cells are read as strings or refused, never turned into their Python repr: bytes (Parquet/Arrow binary columns) are
+decoded as UTF-8; numbers become their digits (``3.0`` as ``"3"``); booleans are labels ``"True"``/``"False"`` but not
+texts; lists are label sets but not texts; mappings, nested lists, other objects and strings holding a lone UTF-16
+surrogate (a broken ``\\ud800`` JSON escape, which no tokenizer takes) are a DataError naming the column and row. A
+column name given twice in a file (a CSV header ``text,text,label``, a JSON object with the key twice, a Parquet
+schema) is a DataError too, when it is one of the columns read.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import logging
 import math
+import numbers
+import re
+import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,9 +216,10 @@ def load_data(
 ) -> TextDataset:
     """Read a labelled text file into a :class:`TextDataset`.
 
-    Rows with an empty or missing text are dropped with a warning. Single-label data: a row without a label is an
-    error. Multi-label data (``label_sep`` given, or a label column of lists): a row without a label is a text with
-    none of the labels.
+    Rows with an empty or missing text are dropped with a warning; a text cell that is not a string is decoded or
+    refused (module docstring: bytes are decoded as UTF-8, numbers become their digits, lists, mappings and booleans
+    are a DataError). Single-label data: a row without a label is an error. Multi-label data (``label_sep``
+    given, or a label column of lists): a row without a label is a text with none of the labels.
 
     Args:
         path: A CSV/TSV/JSONL/JSON/Parquet file (text formats may be gzipped), a ``.txt`` file of headerless
@@ -223,19 +235,22 @@ def load_data(
         The dataset, labels as strings (multi-label: tuples of strings).
 
     Raises:
-        DataError: The file is missing, empty, in an unknown format, undecodable, lacks a column, or has
-            rows without labels (single-label) or no usable text at all.
+        DataError: The file is missing, empty, in an unknown format, undecodable, lacks a column or has it twice,
+            holds a text that is not a string (a list, mapping, boolean, undecodable bytes), or has rows without
+            labels (single-label) or no usable text at all.
 
     >>> ds = load_data("examples/sms_spam.csv")  # doctest: +SKIP
     >>> ds = load_data("go_emotions/train.csv", label_column="labels", label_sep=";")  # doctest: +SKIP
     """
     path = Path(path)
-    columns = read_columns(path, [text_column, label_column], sep=sep, encoding=encoding, split=split)
+    columns = read_columns(
+        path, [text_column, label_column], text_column=text_column, sep=sep, encoding=encoding, split=split
+    )
     texts, labels = columns[text_column], columns[label_column]
     multi_label = label_sep is not None or any(isinstance(label, tuple) for label in labels)
     if not multi_label:
         _require_labels(labels, path, label_column)
-    keep = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip() != ""]
+    keep = [i for i, text in enumerate(texts) if text is not None and text.strip() != ""]
     if not keep:
         raise DataError(f"every row of {path} has an empty text in column {text_column!r}; check --text-column")
     if len(keep) < len(texts):
@@ -258,24 +273,34 @@ def _require_labels(labels: list, path: Path, label_column: str) -> None:
 
 
 def read_columns(
-    path: str | Path, columns: list[str], *, sep: str | None = None, encoding: str = "utf-8", split: str | None = None
+    path: str | Path,
+    columns: list[str],
+    *,
+    text_column: str | None = None,
+    sep: str | None = None,
+    encoding: str = "utf-8",
+    split: str | None = None,
 ) -> dict[str, list[str | tuple[str, ...] | None]]:
     """The named columns of a data file, each a list of strings in file order (None where a cell is missing; a
     tuple of strings where a cell is a list, as multi-label columns of JSONL or Parquet files are).
 
-    Unlike :func:`load_data` nothing is dropped or checked beyond the columns' presence: explore counts what is
-    missing.
+    Cells are converted as the module docstring says; ``text_column`` (one of ``columns``) holds texts, so a list
+    or boolean there is an error rather than a label set or name. Unlike :func:`load_data` nothing is dropped or
+    checked beyond that and the columns' presence: explore counts what is missing.
 
     Raises:
-        DataError: The file is missing, empty, in an unknown format, undecodable, or lacks a column.
+        DataError: The file is missing, empty, in an unknown format, undecodable, lacks a column or has it twice,
+            or holds a cell that is neither a text nor a label.
     """
     path = Path(path)
-    chunks = _read_chunks(path, sep=sep, encoding=encoding, split=split, chunk_size=None, columns=columns)
-    frame = pd.concat(list(chunks), ignore_index=True)
-    if frame.empty:
+    frames = list(_read_chunks(path, sep=sep, encoding=encoding, split=split, chunk_size=None, columns=columns))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(frame) == 0:
         raise DataError(f"{path} has no data rows; give a file with at least one labelled text per class")
     _require_columns(frame, columns, path)
-    return {column: [_cell_value(v) for v in frame[column].tolist()] for column in columns}
+    return {
+        column: _column_cells(frame[column].tolist(), column, path, texts=column == text_column) for column in columns
+    }
 
 
 def iter_text_chunks(
@@ -288,17 +313,21 @@ def iter_text_chunks(
 ) -> Iterator[list[str]]:
     """Stream the texts of a file in chunks of at most ``chunk_size``, in file order, for prediction.
 
-    Missing texts come back as empty strings so that every input row gets an output row.
+    Missing texts come back as empty strings so that every input row gets an output row; other cells are read as
+    :func:`load_data` reads texts (bytes decoded, numbers as their digits, lists and mappings refused).
 
     Raises:
         DataError: As :func:`load_data`.
     """
     path = Path(path)
+    first_row = 1
     for frame in _read_chunks(
         path, sep=sep, encoding=encoding, split=None, chunk_size=chunk_size, columns=[text_column]
     ):
         _require_columns(frame, [text_column], path)
-        yield [_cell_to_str(v) or "" for v in frame[text_column].tolist()]
+        texts = _column_cells(frame[text_column].tolist(), text_column, path, texts=True, first_row=first_row)
+        first_row += len(frame)
+        yield [text or "" for text in texts]
 
 
 def train_val_split(dataset: TextDataset, val_size: float = 0.1, seed: int = 42) -> tuple[TextDataset, TextDataset]:
@@ -417,13 +446,21 @@ def _read_chunks(
     if not path.exists():
         raise DataError(f"data file {path} does not exist; check the path")
     if path.is_dir():
-        yield from _read_saved_dataset(path, split, chunk_size)
-        return
-    if path.stat().st_size == 0:
-        raise DataError(f"data file {path} is empty; give a file with a header and labelled rows")
-    kind = _format_of(path, sep)
+        kind, frames = "a saved dataset", _read_saved_dataset(path, split, chunk_size)
+    else:
+        if path.stat().st_size == 0:
+            raise DataError(f"data file {path} is empty; give a file with a header and labelled rows")
+        _check_encoding(encoding)
+        kind = _format_of(path, sep)
+        frames = _READERS[kind](path, sep=sep, encoding=encoding, chunk_size=chunk_size, columns=columns)
+    where = "its header" if kind in ("csv", "tsv") else "its columns"
     try:
-        yield from _READERS[kind](path, sep=sep, encoding=encoding, chunk_size=chunk_size, columns=columns)
+        for frame in frames:
+            counts = Counter(frame.columns)
+            _refuse_repeated_columns([column for column in columns if counts[column] > 1], path, where)
+            yield frame
+    except DataError:
+        raise
     except UnicodeDecodeError as err:
         raise DataError(
             f"{path} is not valid {encoding} text ({err.reason} at byte {err.start}); pass the file's encoding, "
@@ -431,11 +468,25 @@ def _read_chunks(
         ) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"data file {path} is empty; give a file with a header and labelled rows") from None
-    except (pd.errors.ParserError, ValueError, OSError) as err:
-        if isinstance(err, DataError):
-            raise
+    except (ValueError, OSError, EOFError, zlib.error) as err:  # parse errors; EOFError, zlib.error: a broken .gz
+        fix = (
+            "quote the fields that hold the separator, or pass --sep" if isinstance(err, pd.errors.ParserError) else ""
+        )
         raise DataError(
-            f"could not read {path} as {kind.upper()}: {str(err).strip()}; check the file format"
+            f"could not read {path} as {kind.upper() if kind in _READERS else kind}: {str(err).strip()}; "
+            f"{fix or 'check the file format'}"
+        ) from None
+
+
+def _check_encoding(encoding: str) -> None:
+    try:
+        b"a".decode(encoding)
+    except UnicodeError:
+        pass  # a text encoding that cannot decode this one byte (utf-16): the file tells
+    except (LookupError, TypeError, ValueError):  # unknown, not a text encoding (rot13), or not a name
+        raise DataError(
+            f"unknown text encoding {encoding!r}; pass a Python codec name such as utf-8, utf-8-sig, latin-1 or "
+            "cp1252 to --encoding"
         ) from None
 
 
@@ -456,18 +507,39 @@ def _format_of(path: Path, sep: str | None) -> str:
     return kind
 
 
+def _open_text(path: Path, encoding: str, newline: str | None = None):
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    return opener(path, "rt", encoding=encoding, newline=newline)
+
+
 def _read_delimited(path: Path, *, sep: str | None, encoding: str, chunk_size: int | None, columns, default: str):
+    # The header is read as a data row: pandas would rename a repeated name ("text.1", so it could not be refused)
+    # and an empty one ("Unnamed: 0"), and would take a first data row with one field more than the header as an
+    # index, shifting its texts; read as data, every later row with more fields than the header is a ParserError.
     reader = pd.read_csv(
         path,
         sep=sep or default,
+        header=None,
         dtype=str,
         keep_default_na=False,
         na_values=[],
         encoding=encoding,
         chunksize=chunk_size,
+        iterator=True,
         engine="c",
     )
-    yield from ([reader] if chunk_size is None else reader)
+    with reader:
+        header = reader.get_chunk(1).iloc[0].tolist()
+        for frame in [_rest(reader, len(header))] if chunk_size is None else reader:
+            frame.columns = header
+            yield frame
+
+
+def _rest(reader, width: int) -> pd.DataFrame:
+    try:
+        return reader.read()
+    except StopIteration:  # a header without rows
+        return pd.DataFrame(columns=range(width))
 
 
 def _read_csv(path: Path, **kw) -> Iterator[pd.DataFrame]:
@@ -478,35 +550,107 @@ def _read_tsv(path: Path, **kw) -> Iterator[pd.DataFrame]:
     yield from _read_delimited(path, default="\t", **kw)
 
 
+class _JsonReader:
+    """``json.loads`` that refuses an object repeating the name of one of ``columns`` as a key (the json module
+    keeps the last value silently)."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path, self.columns, self.repeated = path, set(columns), set()
+        self.decoder = json.JSONDecoder(object_pairs_hook=self._object)
+
+    def _object(self, pairs: list[tuple[str, object]]) -> dict:
+        value = dict(pairs)
+        if len(value) < len(pairs):
+            self.repeated.update(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+        return value
+
+    def loads(self, text: str, line: int | None = None):
+        """The value of ``text``, line ``line`` of a JSONL file (None: the whole of a JSON file)."""
+        self.repeated.clear()
+        where = f"line {line}" if line else "the file"
+        try:
+            value = self.decoder.decode(text.lstrip("\ufeff") if line in (None, 1) else text)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError; RecursionError: thousands of nested arrays
+            raise DataError(f"{where} of {self.path} is not valid JSON ({err}); check the file format") from None
+        _refuse_repeated_columns(
+            self.repeated & self.columns, self.path, f"an object on {where}" if line else "an object"
+        )
+        return value
+
+    def rows(self, lines: list[tuple[int, str]]) -> list[dict]:
+        """The objects of JSONL ``lines`` (number, text), parsed as one array (3x faster than line by line); line
+        by line when that fails, so that the error names the line."""
+        if lines and lines[0][0] == 1:
+            lines[0] = (1, lines[0][1].lstrip("\ufeff"))
+        self.repeated.clear()
+        try:
+            rows = self.decoder.decode("[" + ",".join(text for _, text in lines) + "]")
+        except (ValueError, RecursionError):
+            rows = None
+        if rows is None or len(rows) != len(lines) or self.repeated & self.columns or not _all_dicts(rows):
+            rows = [self._row(text, number) for number, text in lines]
+        return rows
+
+    def _row(self, text: str, number: int) -> dict:
+        row = self.loads(text, number)
+        if not isinstance(row, dict):
+            raise DataError(
+                f"line {number} of {self.path} holds {_shown(row)}, not a JSON object; every line of a JSONL file "
+                'must be one object such as {"text": "...", "label": "..."}'
+            )
+        return row
+
+
+def _all_dicts(values: list) -> bool:
+    return set(map(type, values)) <= {dict}
+
+
 def _read_jsonl(path: Path, *, sep, encoding: str, chunk_size: int | None, columns) -> Iterator[pd.DataFrame]:
-    reader = pd.read_json(path, lines=True, dtype=False, encoding=encoding, chunksize=chunk_size)
-    yield from ([reader] if chunk_size is None else reader)
+    reader = _JsonReader(path, columns)
+    with _open_text(path, encoding) as handle:
+        lines = ((number, line) for number, line in enumerate(handle, 1) if line.strip())
+        while batch := list(itertools.islice(lines, chunk_size)):
+            yield pd.DataFrame(reader.rows(batch), dtype=object)
+            if chunk_size is None:
+                return
+    if chunk_size is None:  # no line at all
+        yield pd.DataFrame()
 
 
 def _read_json(path: Path, *, sep, encoding: str, chunk_size: int | None, columns) -> Iterator[pd.DataFrame]:
-    yield pd.read_json(path, dtype=False, encoding=encoding)
+    with _open_text(path, encoding) as handle:
+        value = _JsonReader(path, columns).loads(handle.read())
+    records = isinstance(value, list) and _all_dicts(value)
+    # pandas' own orient: {"text": {"0": "good film", ...}, "label": {...}}, or an object of lists
+    by_column = isinstance(value, dict) and all(isinstance(cells, (dict, list)) for cells in value.values())
+    if not (records or by_column):
+        raise DataError(
+            f"{path} holds {_shown(value)}; a JSON data file must hold an array of objects, one per row, such as "
+            '[{"text": "...", "label": "..."}], or an object of columns'
+        )
+    yield pd.DataFrame(value, dtype=object)
 
 
 def _read_parquet(path: Path, *, sep, encoding: str, chunk_size: int | None, columns) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         file = pq.ParquetFile(path)
-    except Exception as err:  # pyarrow raises ArrowInvalid (a ValueError) or OSError subclasses
+        if chunk_size is None:
+            yield file.read().to_pandas()
+        else:
+            for batch in file.iter_batches(batch_size=chunk_size):
+                yield batch.to_pandas()
+    except pa.ArrowException as err:  # ArrowInvalid, unsupported types, ...
         raise DataError(f"could not read {path} as Parquet: {err}; check the file format") from None
-    if chunk_size is None:
-        yield file.read().to_pandas()
-    else:
-        for batch in file.iter_batches(batch_size=chunk_size):
-            yield batch.to_pandas()
 
 
 def _read_txt(path: Path, *, sep: str, encoding: str, chunk_size: int | None, columns) -> Iterator[pd.DataFrame]:
     # Headerless "text<sep>label" lines (the emotion dataset's native format). Split at the last separator so texts
     # may contain it; prediction input (one column) takes the whole line.
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
     rows: list[list[str]] = []
-    with opener(path, "rt", encoding=encoding, newline="") as handle:
+    with _open_text(path, encoding, newline="") as handle:
         for number, line in enumerate(handle, 1):
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -543,26 +687,34 @@ def _read_saved_dataset(path: Path, split: str | None, chunk_size: int | None) -
     # split and a dataset_dict.json. Read with pyarrow so the datasets library is not required.
     import pyarrow as pa
 
-    if (path / "dataset_dict.json").exists():
-        splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
-        chosen = split or "train"
-        if chosen not in splits:
-            raise DataError(f"{path} holds splits {sorted(splits)} but not {chosen!r}; pass --split with one of them")
-        path = path / chosen
-    state_file = path / "state.json"
-    if not state_file.exists():
+    try:
+        if (path / "dataset_dict.json").exists():
+            splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+            chosen = split or "train"
+            if chosen not in splits:
+                raise DataError(
+                    f"{path} holds splits {sorted(splits)} but not {chosen!r}; pass --split with one of them"
+                )
+            path = path / chosen
+        state_file = path / "state.json"
+        if not state_file.exists():
+            raise DataError(
+                f"{path} is a folder but not a saved Hugging Face dataset (no state.json); give a data file "
+                "or a folder written by datasets' save_to_disk"
+            )
+        for entry in json.loads(state_file.read_text())["_data_files"]:
+            with pa.memory_map(str(path / entry["filename"])) as source:
+                table = pa.ipc.open_stream(source).read_all()
+            if chunk_size is None:
+                yield table.to_pandas()
+            else:
+                for batch in table.to_batches(max_chunksize=chunk_size):
+                    yield batch.to_pandas()
+    except (KeyError, TypeError, pa.ArrowException) as err:  # a state.json or Arrow file of another shape
         raise DataError(
-            f"{path} is a folder but not a saved Hugging Face dataset (no state.json); give a data file "
-            "or a folder written by datasets' save_to_disk"
-        )
-    for entry in json.loads(state_file.read_text())["_data_files"]:
-        with pa.memory_map(str(path / entry["filename"])) as source:
-            table = pa.ipc.open_stream(source).read_all()
-        if chunk_size is None:
-            yield table.to_pandas()
-        else:
-            for batch in table.to_batches(max_chunksize=chunk_size):
-                yield batch.to_pandas()
+            f"could not read {path} as a saved dataset ({type(err).__name__}: {err}); save it again with "
+            "datasets' save_to_disk"
+        ) from None
 
 
 def _require_columns(frame: pd.DataFrame, expected: list[str], path: Path) -> None:
@@ -575,21 +727,107 @@ def _require_columns(frame: pd.DataFrame, expected: list[str], path: Path) -> No
         )
 
 
-def _cell_value(value) -> str | tuple[str, ...] | None:
+def _refuse_repeated_columns(repeated: Collection[str], path: Path, where: str) -> None:
+    if repeated:
+        raise DataError(
+            f"{path} names the column(s) {sorted(set(repeated))} more than once in {where}, so which one holds the "
+            "data is ambiguous; rename or remove the repeated column(s)"
+        )
+
+
+class _BadCell(Exception):
+    """A cell that is neither a text nor a label: what it holds and, where it is particular, the fix."""
+
+    def __init__(self, what: str, fix: str | None = None) -> None:
+        super().__init__(what)
+        self.what, self.fix = what, fix
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _column_cells(values: list, column: str, path: Path, *, texts: bool, first_row: int = 1) -> list:
+    # Texts: strings or None (missing). Labels: strings, tuples of strings (list cells) or None.
+    kinds = set(map(type, values))  # the common cases at C speed: every CSV cell, JSON integer labels
+    if kinds <= {str} and _valid_unicode(values):
+        return values
+    if kinds == {int}:
+        return list(map(str, values))
+    convert = _text_cell if texts else _label_cell
+    cells = []
+    for row, value in enumerate(values, first_row):
+        try:
+            cells.append(convert(value))
+        except _BadCell as bad:
+            default_fix = (
+                "texts must be strings, so point --text-column at the column of texts or convert its cells to strings"
+                if texts
+                else "labels must be strings, numbers, booleans or lists of them, so point --label-column at the "
+                "column of labels or convert its cells"
+            )
+            raise DataError(
+                f"data row {row} of {path}: column {column!r} holds {bad.what}: {_shown(value)}; "
+                f"{bad.fix or default_fix}"
+            ) from None
+    return cells
+
+
+def _valid_unicode(strings: list[str]) -> bool:
+    return all(map(str.isascii, strings)) or not any(map(_SURROGATE.search, strings))
+
+
+def _text_cell(value) -> str | None:
+    if _is_label_collection(value):
+        raise _BadCell("a list")
+    if isinstance(value, (bool, np.bool_)):
+        raise _BadCell("a boolean")
+    return _scalar(value)
+
+
+def _label_cell(value) -> str | tuple[str, ...] | None:
     if _is_label_collection(value):  # a list cell (JSON array, Parquet/Arrow list): its items as strings
-        return tuple(item for item in map(_cell_to_str, value) if item is not None)
-    return _cell_to_str(value)
+        return tuple(item for item in map(_label_name, value) if item is not None)
+    return _label_name(value)
 
 
-def _cell_to_str(value) -> str | None:
-    if value is None:
+def _label_name(value) -> str | None:
+    if _is_label_collection(value):
+        raise _BadCell("a list inside a list of labels")
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    return _scalar(value)
+
+
+def _scalar(value) -> str | None:
+    if isinstance(value, str):
+        if not value.isascii() and (surrogate := _SURROGATE.search(value)):
+            raise _BadCell(
+                f"a lone UTF-16 surrogate U+{ord(surrogate.group()):04X}, which is not valid Unicode (a broken "
+                "\\u escape of a JSON file?)",
+                "fix or remove that character",
+            )
+        return value if type(value) is str else str(value)
+    if value is None or value is pd.NA or value is pd.NaT:
         return None
-    if isinstance(value, float):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return _scalar(bytes(value).decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise _BadCell(
+                f"bytes that are not valid UTF-8 ({err.reason} at byte {err.start})", "store that column as UTF-8 text"
+            ) from None
+    if isinstance(value, (float, np.floating)):
         if math.isnan(value):
             return None
-        if value.is_integer():
-            return str(int(value))
-    return str(value)
+        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, numbers.Number) and not isinstance(value, (bool, np.bool_)):
+        return str(value)
+    raise _BadCell("a mapping (JSON object)" if isinstance(value, Mapping) else f"a {type(value).__name__}")
+
+
+def _shown(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
 
 
 def _is_int(value: str) -> bool:
@@ -600,6 +838,6 @@ def _is_int(value: str) -> bool:
     return True
 
 
-def _preview(numbers: list[int], limit: int = 5) -> str:
-    shown = ", ".join(str(n) for n in numbers[:limit])
-    return shown + (f", ... ({len(numbers) - limit} more)" if len(numbers) > limit else "")
+def _preview(rows: list[int], limit: int = 5) -> str:
+    shown = ", ".join(str(n) for n in rows[:limit])
+    return shown + (f", ... ({len(rows) - limit} more)" if len(rows) > limit else "")

@@ -197,7 +197,7 @@ def _frame(data, *, text_column, label_column, sep, encoding, label_sep) -> pd.D
         texts, labels, source = data.texts, data.labels, data.source
     else:
         path = Path(data)
-        columns = read_columns(path, [text_column, label_column], sep=sep, encoding=encoding)
+        columns = read_columns(path, [text_column, label_column], text_column=text_column, sep=sep, encoding=encoding)
         texts, labels, source = columns[text_column], columns[label_column], str(path)
     frame = pd.DataFrame({"text": texts}).fillna("")
     frame["labels"] = [label_set(label, label_sep) for label in labels]
