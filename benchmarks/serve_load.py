@@ -1,4 +1,4 @@
-"""Load test of `bertfit serve`: 1, 16 and 64 concurrent clients, with micro-batching on and off.
+"""Load test of `bertfit serve`: 1, 16 and 64 concurrent clients, with micro-batching on and off; or under faults.
 
 Starts `python -m bertfit serve MODEL_DIR` on a free loopback port once per mode (micro-batching on:
 ``--max-batch-size 64 --max-wait-ms 5`` by default; off: ``--max-batch-size 1 --max-wait-ms 0``), sends a fixed
@@ -6,7 +6,13 @@ count of one-text ``POST /predict`` requests from N concurrent clients (one conn
 a Markdown table with the throughput, the p50/p99 latency and the error count (any non-200 answer or failed
 connection).
 
+``--faults`` starts the micro-batching server once and sends the good load twice, alone and then while
+``--bad-clients`` other clients send bad requests back to back (malformed JSON, bodies over the size limit, empty
+and whitespace texts, lone surrogates, wrong types, too many or too long texts, a foreign Host header); it prints
+the good requests' errors, throughput and latency both ways, and the status codes each kind of bad request got.
+
     python benchmarks/serve_load.py runs/serve_model [--requests 512] [--clients 1,16,64]
+    python benchmarks/serve_load.py runs/serve_model --faults [--clients 64] [--bad-clients 8]
 
 Texts are drawn from examples/sms_spam.csv. Clients and server share this machine's CPU cores.
 """
@@ -16,12 +22,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import itertools
+import json
 import os
 import platform
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -39,6 +48,8 @@ def main() -> None:
     parser.add_argument("--max-batch-size", default="64", help="the micro-batching server's --max-batch-size")
     parser.add_argument("--max-wait-ms", default="5", help="the micro-batching server's --max-wait-ms")
     parser.add_argument("--threads", type=int, help="torch threads of the server (OMP_NUM_THREADS); default: torch's")
+    parser.add_argument("--faults", action="store_true", help="good load alone and alongside bad requests")
+    parser.add_argument("--bad-clients", type=int, default=8, help="--faults: clients sending bad requests")
     args = parser.parse_args()
     levels = [int(n) for n in args.clients.split(",")]
     texts = _texts()
@@ -48,12 +59,14 @@ def main() -> None:
         f"# {args.requests} one-text requests per level; {machine}; server --precision {args.precision}, "
         f"{args.threads or 'default'} torch threads; server and clients on the same machine"
     )
+    micro = ["--max-batch-size", args.max_batch_size, "--max-wait-ms", args.max_wait_ms]
+    if args.faults:
+        with _server(args.model_dir, [*micro, "--precision", args.precision], args.threads) as url:
+            _print_faults(url, texts, levels[-1], args.requests, args.bad_clients)
+        return
     print("| mode | clients | requests | errors | throughput (req/s) | p50 (ms) | p99 (ms) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    modes = {
-        "micro-batching": ["--max-batch-size", args.max_batch_size, "--max-wait-ms", args.max_wait_ms],
-        "batch size 1": ["--max-batch-size", "1", "--max-wait-ms", "0"],
-    }
+    modes = {"micro-batching": micro, "batch size 1": ["--max-batch-size", "1", "--max-wait-ms", "0"]}
     for mode, options in modes.items():
         with _server(args.model_dir, [*options, "--precision", args.precision], args.threads) as url:
             for clients in levels:
@@ -61,12 +74,81 @@ def main() -> None:
                 # oneDNN kernels (notably in bf16), which a long-running server has long since done.
                 asyncio.run(_drive(url, texts, clients, min(args.requests, 256)))
                 latencies, errors, seconds = asyncio.run(_drive(url, texts, clients, args.requests))
-                p50, p99 = (np.percentile(latencies, q) * 1000 if latencies else float("nan") for q in (50, 99))
-                print(
-                    f"| {mode} | {clients} | {args.requests} | {errors} | {args.requests / seconds:.1f} | "
-                    f"{p50:.1f} | {p99:.1f} |",
-                    flush=True,
-                )
+                print(f"| {mode} | {_row(clients, args.requests, latencies, errors, seconds)}", flush=True)
+
+
+def _row(clients: int, requests: int, latencies: list[float], errors: int, seconds: float) -> str:
+    p50, p99 = (np.percentile(latencies, q) * 1000 if latencies else float("nan") for q in (50, 99))
+    return f"{clients} | {requests} | {errors} | {requests / seconds:.1f} | {p50:.1f} | {p99:.1f} |"
+
+
+def _print_faults(url: str, texts: list[str], clients: int, requests: int, bad_clients: int) -> None:
+    asyncio.run(_drive(url, texts, clients, min(requests, 256)))  # warm-up, as above
+    print("| good requests | clients | requests | errors | throughput (req/s) | p50 (ms) | p99 (ms) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    latencies, errors, seconds = asyncio.run(_drive(url, texts, clients, requests))
+    print(f"| alone | {_row(clients, requests, latencies, errors, seconds)}", flush=True)
+    latencies, errors, seconds, bad = asyncio.run(_drive_with_faults(url, texts, clients, requests, bad_clients))
+    print(f"| with {bad_clients} bad clients | {_row(clients, requests, latencies, errors, seconds)}")
+    print("\n| bad request | sent | answers |")
+    print("| --- | ---: | --- |")
+    for kind, answers in bad.items():
+        counts = ", ".join(f"{status}: {n}" for status, n in sorted(answers.items(), key=str))
+        print(f"| {kind} | {sum(answers.values())} | {counts} |")
+
+
+def bad_requests(
+    max_texts: int = 256, max_chars: int = 10_000, max_body_bytes: int = 4_000_000
+) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """Bad ``POST /predict`` requests by kind: (body, extra headers), for a server with these limits."""
+
+    def body(payload: object) -> bytes:
+        return json.dumps(payload).encode()  # ensure_ascii: a lone surrogate travels as the JSON escape \ud800
+
+    return {
+        "malformed JSON": (b'{"texts": ["unclosed"', {}),
+        "body over the limit": (body({"texts": ["x" * (max_body_bytes + 1)]}), {}),
+        "empty text": (body({"texts": ["fine", ""]}), {}),
+        "whitespace and NUL text": (body({"texts": [" \t\n\u200b\x00"]}), {}),
+        "lone surrogates": (body({"texts": ["broken \ud83d emoji", "\udc00"]}), {}),
+        "wrong types": (body({"texts": [1, None, {"a": "b"}]}), {}),
+        "not a list": (body({"texts": "one text"}), {}),
+        "too many texts": (body({"texts": ["a"] * (max_texts + 1)}), {}),
+        "text too long": (body({"texts": ["x" * (max_chars + 1)]}), {}),
+        "foreign Host": (body({"texts": ["fine"]}), {"Host": "rebound.example"}),
+    }
+
+
+async def _drive_with_faults(
+    url: str, texts: list[str], clients: int, requests: int, bad_clients: int, **limits: int
+) -> tuple[list[float], int, float, dict[str, Counter]]:
+    """:func:`_drive`, while ``bad_clients`` clients send :func:`bad_requests` in turn until it is done; also the
+    answers (status code, or the transport error's name) per kind of bad request."""
+    requests_by_kind = bad_requests(**limits)
+    answers: dict[str, Counter] = {kind: Counter() for kind in requests_by_kind}
+    kinds = list(requests_by_kind)
+    done = asyncio.Event()
+
+    async def bad_client(first: int) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            for i in itertools.count(first):
+                if done.is_set():
+                    return
+                kind = kinds[i % len(kinds)]
+                content, headers = requests_by_kind[kind]
+                try:
+                    response = await http.post(
+                        "/predict", content=content, headers={"content-type": "application/json", **headers}
+                    )
+                    answers[kind][response.status_code] += 1
+                except httpx.HTTPError as err:
+                    answers[kind][type(err).__name__] += 1
+
+    bad = [asyncio.create_task(bad_client(i)) for i in range(bad_clients)]
+    latencies, errors, seconds = await _drive(url, texts, clients, requests)
+    done.set()
+    await asyncio.gather(*bad)
+    return latencies, errors, seconds, answers
 
 
 def _texts() -> list[str]:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 httpx = pytest.importorskip("httpx")  # the serve extra is part of the dev dependencies
@@ -26,10 +27,10 @@ from bertfit import TextClassifier  # noqa: E402
 from bertfit.card import ModelCard  # noqa: E402
 from bertfit.cli import app as cli_app  # noqa: E402
 from bertfit.decision import DecisionRule  # noqa: E402
-from bertfit.exceptions import MissingDependencyError  # noqa: E402
+from bertfit.exceptions import ConfigError, MissingDependencyError  # noqa: E402
 from bertfit.features import Windowing  # noqa: E402
 from bertfit.predictor import Predictor  # noqa: E402
-from bertfit.serve import create_app  # noqa: E402
+from bertfit.serve import create_app, run_server  # noqa: E402
 
 TEXTS = ["the film was great", "this movie is awful", "it was quite superb", "the plot is really boring"]
 
@@ -188,15 +189,124 @@ def test_saved_threshold_decides_the_label(clf):
 def test_cli_serve_passes_its_options_to_uvicorn(trained_dir, monkeypatch):
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(app=app, **kwargs))
+    monkeypatch.setenv("BERTFIT_API_KEY", "from-the-environment")
+    options = ["--port", "8123", "--max-batch-size", "1", "--max-wait-ms", "2", "--max-queue", "300", "--timeout", "7"]
 
-    result = CliRunner().invoke(
-        cli_app, ["serve", str(trained_dir), "--port", "8123", "--max-batch-size", "1", "--max-wait-ms", "2"]
-    )
+    result = CliRunner().invoke(cli_app, ["serve", str(trained_dir), *options])
 
     assert result.exit_code == 0, result.output
     assert (seen["host"], seen["port"]) == ("127.0.0.1", 8123)
+    assert seen["timeout_graceful_shutdown"] == 12  # in-flight requests end within --timeout; 5 s more to drain
     batcher = seen["app"].state.batcher
-    assert (batcher.max_batch_size, batcher.max_wait) == (1, 0.002)
+    assert (batcher.max_batch_size, batcher.max_wait, batcher.max_queue) == (1, 0.002, 300)
+    with TestClient(seen["app"], base_url="http://localhost:8123") as client:
+        assert client.get("/info").status_code == 401
+        assert client.get("/info", headers={"X-API-Key": "from-the-environment"}).status_code == 200
+    assert "from-the-environment" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("host", "names", "refused", "answered", "warns"),
+    [
+        ("127.0.0.1", [], ["evil.example", "127.0.0.1.evil.example"], ["localhost:8000", "127.0.0.1", "[::1]:80"], 0),
+        ("localhost", ["api.internal"], ["evil.example"], ["api.internal:443", "LOCALHOST"], 0),
+        ("0.0.0.0", [], [], ["evil.example", "10.0.0.7:8000"], 1),  # a public bind: any Host, and a warning
+        ("0.0.0.0", ["api.example"], ["evil.example"], ["api.example", "localhost"], 1),
+    ],
+)
+def test_serve_checks_the_host_header_on_loopback_binds(
+    trained_dir, monkeypatch, host, names, refused, answered, warns
+):
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(app=app, **kwargs))
+    args = ["serve", str(trained_dir), "--host", host, *(f"--allowed-host={name}" for name in names)]
+
+    result = CliRunner().invoke(cli_app, args)
+
+    assert result.exit_code == 0, result.output
+    assert result.output.count(f"WARNING: serving on {host} without an API key") == warns
+    with TestClient(seen["app"]) as client:
+        for name in refused:
+            response = client.get("/health", headers={"Host": name})
+            assert response.status_code == 400, name
+            assert "--allowed-host NAME" in response.json()["detail"]
+        for name in answered:
+            assert client.get("/health", headers={"Host": name}).status_code == 200, name
+
+
+def test_run_server_warns_on_a_public_bind_without_a_key(clf, monkeypatch, caplog):
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    run_server(clf, host="::", api_key="k")
+    run_server(clf, host="::1")
+    assert not caplog.records
+    run_server(clf, host="192.168.1.5")
+    assert "serving on 192.168.1.5 without an API key" in caplog.text
+
+
+def test_api_key_guards_predict_and_info_only(url_with_key):
+    body = {"texts": ["the film was great"]}
+    wrong = [{}, {"Authorization": "Bearer nope"}, {"X-API-Key": "nope"}, {"Authorization": "s3cret-key"}]
+    for headers in wrong:
+        for response in (
+            httpx.post(f"{url_with_key}/predict", json=body, headers=headers),
+            httpx.get(f"{url_with_key}/info", headers=headers),
+        ):
+            assert response.status_code == 401, headers
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+            assert "Authorization: Bearer KEY" in response.json()["detail"]
+    # Checked before the body is read: an unauthenticated client learns nothing from a malformed body either.
+    assert httpx.post(f"{url_with_key}/predict", content=b"{oops").status_code == 401
+    for headers in (
+        {"Authorization": "Bearer s3cret-key"},
+        {"authorization": "bearer s3cret-key"},
+        {"X-API-Key": "s3cret-key"},
+    ):
+        assert httpx.post(f"{url_with_key}/predict", json=body, headers=headers).status_code == 200, headers
+        assert httpx.get(f"{url_with_key}/info", headers=headers).json()["labels"] == ["neg", "pos"]
+    for open_path in ("/health", "/ready", "/", "/docs", "/openapi.json"):
+        assert httpx.get(f"{url_with_key}{open_path}").status_code == 200, open_path
+    schema = httpx.get(f"{url_with_key}/openapi.json").json()
+    assert schema["paths"]["/predict"]["post"]["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+    assert "neg" not in schema["info"]["description"]  # the open docs do not give away what /info guards
+
+
+@pytest.fixture(scope="module")
+def url_with_key(clf):
+    with running(create_app(clf, api_key="s3cret-key")) as base:
+        yield base
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_texts": 300, "max_queue": 200}, r"max_queue \(200 texts\) is below max_texts \(300\)"),
+        ({"timeout": 0}, "timeout must be a positive number of seconds, got 0"),
+        ({"api_key": " "}, "api_key is empty"),
+    ],
+)
+def test_create_app_refuses_options_out_of_range(clf, options, message):
+    with pytest.raises(ConfigError, match=message):
+        create_app(clf, **options)
+
+
+def test_docs_load_only_local_assets(url):
+    for page in ("/docs", "/redoc"):
+        text = httpx.get(f"{url}{page}").text
+        assert "://" not in text, page  # no CDN, no fonts, no validator badge
+        refs = re.findall(r'(?:src|href|spec-url)="([^"]+)"', text) + re.findall(r"url: '([^']+)'", text)
+        assert len(refs) >= 3, text
+        for ref in refs:
+            assert ref.startswith("/"), ref
+            response = httpx.get(f"{url}{ref}")
+            assert response.status_code == 200, ref
+            assert len(response.content) > 1000, ref
+
+
+def test_docs_render_without_a_network_in_headless_chromium(url, tmp_path):
+    """Swagger UI draws the /predict operation with every host but the server unreachable."""
+    dom = _chromium_dom(f"{url}/docs", tmp_path, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+    assert 'data-path="/predict"' in dom, dom[-2000:]
+    assert "Failed to load API definition" not in dom
 
 
 def test_missing_serve_extra_gives_the_install_line(trained_dir, monkeypatch):
@@ -211,11 +321,10 @@ def test_missing_serve_extra_gives_the_install_line(trained_dir, monkeypatch):
     assert "pip install 'bertfit[serve]'" in result.output
 
 
-def test_page_classifies_a_text_in_headless_chromium(clf, url, tmp_path):
+def _chromium_dom(address: str, tmp_path, *flags: str) -> str:
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("chromium is not installed; `make chromium` installs it (make test does)")
-    text = "it was quite superb"
     command = [
         chromium,
         "--headless",
@@ -228,11 +337,16 @@ def test_page_classifies_a_text_in_headless_chromium(clf, url, tmp_path):
         "--disable-sync",
         f"--user-data-dir={tmp_path / 'profile'}",
         "--virtual-time-budget=10000",
+        *flags,
         "--dump-dom",
-        f"{url}/?text={quote(text)}",  # the page fills the box from ?text= and clicks Classify
+        address,
     ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=90, check=True).stdout
 
-    dom = subprocess.run(command, capture_output=True, text=True, timeout=90, check=True).stdout
+
+def test_page_classifies_a_text_in_headless_chromium(clf, url, tmp_path):
+    text = "it was quite superb"
+    dom = _chromium_dom(f"{url}/?text={quote(text)}", tmp_path)  # the page fills the box from ?text= and classifies
 
     expected = dict(zip(clf.labels, clf.predict_proba(text).tolist()))
     label = clf.predict(text)
@@ -245,6 +359,13 @@ def test_page_classifies_a_text_in_headless_chromium(clf, url, tmp_path):
         assert float(p) == pytest.approx(expected[name], abs=1e-5)
     assert len(re.findall(r'class="bar" style="width: [\d.]+%;"', dom)) == len(clf.labels)
     assert 'id="classify"' in dom and "<textarea" in dom
+
+
+def test_page_asks_for_the_key_when_the_server_needs_one(url, url_with_key, tmp_path):
+    assert '<p id="keybox" hidden="">' in _chromium_dom(f"{url}/", tmp_path)
+    dom = _chromium_dom(f"{url_with_key}/?text=great", tmp_path)
+    assert '<p id="keybox">' in dom, dom[-2000:]  # shown after /info and /predict answered 401
+    assert "missing or wrong API key" in dom
 
 
 def test_bf16_autocast_serving_stays_close_to_fp32(clf):
