@@ -30,3 +30,15 @@ def test_errors_share_one_base():
     assert len(errors) == 7
     for name in errors:
         assert issubclass(getattr(bertfit, name), bertfit.BertfitError)
+
+
+def test_the_functions_train_and_evaluate_are_not_hidden_by_their_modules():
+    import subprocess
+    import sys
+
+    code = (
+        "import bertfit.train, bertfit.evaluate, bertfit.cli\n"  # the submodules first, as the CLI imports them
+        "from bertfit import evaluate, train\n"
+        "assert callable(train) and callable(evaluate) and train.__module__ == 'bertfit.train', (train, evaluate)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

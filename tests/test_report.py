@@ -141,7 +141,8 @@ def test_a_failing_report_leaves_no_model_directory(tiny_config, monkeypatch, tm
     texts, labels = ["good film", "bad film"] * 10, ["pos", "neg"] * 10
     with pytest.raises(RuntimeError, match="plotting failed"):
         train(tiny_config(epochs=1, output_dir=str(tmp_path / "model")), TextDataset(texts, labels))
-    assert not (tmp_path / "model").exists() and list(tmp_path.iterdir()) == []
+    assert not (tmp_path / "model").exists()
+    assert [p.name for p in tmp_path.iterdir()] == [".model.checkpoint"]  # the training is kept for --resume
 
 
 def test_fit_then_save_pretrained_writes_the_report_too(tiny_config, tmp_path):

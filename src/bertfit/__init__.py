@@ -9,6 +9,8 @@ The public names are imported on first use (as scikit-learn and SciPy do), so ``
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING
 
 from ._version import __version__
@@ -71,3 +73,17 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """The package module: importing its submodules ``train`` and ``evaluate`` (which the import system binds on the
+    package) never hides the functions of the same name (``bertfit.train`` is the function, as it was when the
+    package imported it eagerly)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

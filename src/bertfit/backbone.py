@@ -101,21 +101,51 @@ def load_tokenizer(model_name_or_path: str, trust_remote_code: bool = False):
         return AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
 
 
-def load_sequence_classifier(model_name_or_path: str, trust_remote_code: bool = False, **kwargs: Any):
-    """``AutoModelForSequenceClassification.from_pretrained`` with a ModelError when it cannot be loaded."""
+def load_sequence_classifier(
+    model_name_or_path: str, trust_remote_code: bool = False, allow_pickle: bool = False, **kwargs: Any
+):
+    """``AutoModelForSequenceClassification.from_pretrained`` with a ModelError when it cannot be loaded.
+
+    Only safetensors weights load unless ``allow_pickle``: a pickle-based ``pytorch_model.bin`` can run arbitrary code
+    when it is read.
+    """
     from transformers import AutoModelForSequenceClassification
 
+    _refuse_pickle_only(model_name_or_path, allow_pickle)
     with _model_errors(model_name_or_path), quiet_transformers():
         return AutoModelForSequenceClassification.from_pretrained(
-            model_name_or_path, trust_remote_code=trust_remote_code, **kwargs
+            model_name_or_path,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+            **kwargs,
+        )
+
+
+def _refuse_pickle_only(name: str, allow_pickle: bool) -> None:
+    path = Path(name)
+    if allow_pickle or not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickles:
+        raise ModelError(
+            f"{path} holds only pickle-based weights ({', '.join(pickles)}), and loading a pickle can run arbitrary "
+            "code; pass --allow-pickle if you trust where it came from, or convert the weights to safetensors"
         )
 
 
 @contextlib.contextmanager
 def _model_errors(name: str) -> Iterator[None]:
+    from safetensors import SafetensorError
+
     try:
         yield
-    except (OSError, ValueError, KeyError) as err:
+    except SafetensorError as err:  # a damaged or truncated weights file
+        weights = sorted(p.name for p in Path(name).glob("*.safetensors")) if Path(name).is_dir() else []
+        raise ModelError(
+            f"the weights of model {name!r} ({', '.join(weights) or 'model.safetensors'}) are damaged: {err}; copy "
+            "or download the model again, or train it again"
+        ) from None
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as err:
         where = "directory" if Path(name).exists() else "hub id"
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(

@@ -6,6 +6,10 @@ pre-tokenizer and post-processor, as the fast tokenizer serializes them), the cu
 token column is stored as one flat int32 array plus row offsets. Entries are written atomically, so an interrupted
 run leaves no half-written file, and a damaged entry is recomputed. The directory is ``$BERTFIT_CACHE`` or
 ``~/.cache/bertfit``; ``cache_dir="none"`` turns the cache off.
+
+The cache holds at most ``$BERTFIT_CACHE_SIZE`` bytes (default 2G; suffixes K, M, G): after each write the least
+recently used entries (by modification time, which a read refreshes) are removed until it fits. ``bertfit cache
+info`` shows its size, ``bertfit cache clear`` empties it.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import numpy as np
 from . import progress
 from .files import atomic_file
 
-__all__ = ["cache_directory", "tokenize_cached"]
+__all__ = ["cache_directory", "tokenize_cached", "cache_limit", "cache_entries", "evict", "clear_cache"]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1  # bump when the file layout changes: old entries then simply miss
 _MAPPING = "overflow_to_sample_mapping"
+DEFAULT_LIMIT = "2G"
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def cache_directory(cache_dir: str | None) -> Path | None:
@@ -66,6 +72,7 @@ def tokenize_cached(
     if path is not None and path.is_file():
         try:
             encoded = _read(path)
+            os.utime(path)  # recently used: evicted last
             logger.info("read the tokens of %d texts from the cache %s", len(texts), path)
             return encoded
         except (OSError, ValueError, KeyError) as err:  # a damaged entry: tokenize again and replace it
@@ -75,9 +82,60 @@ def tokenize_cached(
     if path is not None:
         try:
             _write(path, encoded)
+            evict(cache_dir, cache_limit())
         except OSError as err:  # a read-only or full disk costs the next run time, not this run
             logger.warning("could not write the tokenization cache %s: %s", path, err)
     return encoded
+
+
+def cache_limit() -> int:
+    """The cache's size limit in bytes: ``$BERTFIT_CACHE_SIZE`` (e.g. ``500M``, ``2G``, ``0``), default 2 GiB.
+
+    Raises:
+        ConfigError: The variable is not a size.
+    """
+    from .exceptions import ConfigError
+
+    value = os.environ.get("BERTFIT_CACHE_SIZE", DEFAULT_LIMIT).strip().upper().removesuffix("B")
+    number, unit = value.rstrip("KMGT"), value[len(value.rstrip("KMGT")) :]
+    try:
+        return int(float(number) * _UNITS[unit])
+    except (ValueError, KeyError):
+        raise ConfigError(f"BERTFIT_CACHE_SIZE must be a size such as 500M or 2G, got {value!r}") from None
+
+
+def cache_entries(cache_dir: Path | None) -> list[Path]:
+    """The cache's entries, least recently used first."""
+    if cache_dir is None or not cache_dir.is_dir():
+        return []
+    return sorted(cache_dir.glob("*.npz"), key=lambda p: p.stat().st_mtime)
+
+
+def evict(cache_dir: Path, limit: int) -> list[Path]:
+    """Remove the least recently used entries until the cache holds at most ``limit`` bytes; returns them."""
+    entries = cache_entries(cache_dir)
+    sizes = {entry: entry.stat().st_size for entry in entries}
+    total, removed = sum(sizes.values()), []
+    for entry in entries:
+        if total <= limit:
+            break
+        entry.unlink(missing_ok=True)
+        total -= sizes[entry]
+        removed.append(entry)
+    if removed:
+        logger.info(
+            "removed %d tokenization-cache entries (least recently used) to stay within %d bytes", len(removed), limit
+        )
+    return removed
+
+
+def clear_cache(cache_dir: Path | None) -> tuple[int, int]:
+    """Delete every entry; returns ``(entries, bytes)`` removed."""
+    entries = cache_entries(cache_dir)
+    size = sum(entry.stat().st_size for entry in entries)
+    for entry in entries:
+        entry.unlink(missing_ok=True)
+    return len(entries), size
 
 
 def _key(tokenizer, texts: Sequence[str], max_length: int, stride: int | None = None) -> str | None:

@@ -138,6 +138,7 @@ class TrainingRecord:
     # How prediction in the fast precision (bf16 where the hardware has it: predict's and serve's default) agrees with
     # fp32 on the validation texts: {"precision", "texts", "label_agreement", "max_abs_prob_diff"}.
     precision_check: dict[str, Any] | None = None
+    checkpoints: dict[str, Any] | None = None  # {"writes", "seconds", "bytes"}: what checkpointing cost the run
 
     _SCALARS = ("setup_seconds", "train_seconds", "train_tokens", "padding_share", "validation_seconds")
 
@@ -162,6 +163,8 @@ class TrainingRecord:
             info["baselines"] = self.baselines
         if self.precision_check is not None:
             info["precision_check"] = self.precision_check
+        if self.checkpoints is not None:
+            info["checkpoints"] = self.checkpoints
         return info
 
     @classmethod
@@ -188,6 +191,7 @@ class TrainingRecord:
             threshold_tuning=ThresholdTuning.from_info(tuning) if tuning else None,
             baselines=info.get("baselines"),
             precision_check=info.get("precision_check"),
+            checkpoints=info.get("checkpoints"),
             **{name: info.get(name) for name in cls._SCALARS},
         )
 

@@ -44,7 +44,8 @@ def _given(ctx: typer.Context) -> set[str]:
 
 
 def _errors(command):
-    """Turn a BertfitError into 'ErrorName: message' on stderr and exit code 2."""
+    """Turn a BertfitError into 'ErrorName: message' on stderr and exit code 2 (an interrupted training: 130 for
+    SIGINT, 143 for SIGTERM)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -53,7 +54,7 @@ def _errors(command):
             return command(*args, **kwargs)
         except BertfitError as err:
             typer.echo(f"{type(err).__name__}: {err}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(getattr(err, "exit_code", 2)) from None
 
     return wrapper
 
@@ -129,6 +130,14 @@ def _set_quiet(value: bool) -> bool:
     return value
 
 
+AllowPickleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-pickle",
+        help="Load a model whose weights are only a pickle-based pytorch_model.bin (it can run code when read: "
+        "only for a source you trust); by default only safetensors weights load.",
+    ),
+]
 PredictPrecisionOpt = Annotated[
     str,
     typer.Option(
@@ -187,6 +196,8 @@ def train(
         ),
     ] = None,
     overwrite: Annotated[bool, _option("overwrite", "--overwrite")] = False,
+    resume: Annotated[bool, _option("resume", "--resume")] = False,
+    allow_pickle: Annotated[bool, _option("allow_pickle", "--allow-pickle")] = False,
     cache_dir: Annotated[str | None, _option("cache_dir", "--cache-dir")] = None,
     freeze_embeddings: Annotated[
         bool, _option("freeze_embeddings", "--freeze-embeddings/--train-embeddings")
@@ -241,6 +252,7 @@ def evaluate(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object only.")] = False,
     label_sep: LabelSepOpt = None,
+    allow_pickle: AllowPickleOpt = False,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
     quiet: QuietOpt = False,
@@ -251,7 +263,7 @@ def evaluate(
     from .metrics import format_metrics
     from .model import load_classifier
 
-    clf = load_classifier(model_dir)
+    clf = load_classifier(model_dir, allow_pickle=allow_pickle)
     dataset = load_data(data, text_column, label_column, sep=sep, encoding=encoding, label_sep=label_sep)
     metrics = run_evaluation(clf, dataset, positive_label)
     typer.echo(json.dumps(metrics, indent=2) if as_json else format_metrics(metrics))
@@ -287,6 +299,7 @@ def predict(
         ),
     ] = 1,
     precision: PredictPrecisionOpt = "auto",
+    allow_pickle: AllowPickleOpt = False,
     label_sep: Annotated[
         str | None,
         typer.Option(
@@ -310,7 +323,7 @@ def predict(
 
     if bool(input_file) != bool(output_file) or (input_file and texts) or not (input_file or texts):
         raise ConfigError("give texts as arguments, or both --input FILE and --output FILE")
-    clf = load_classifier(model_dir, precision=precision)
+    clf = load_classifier(model_dir, precision=precision, allow_pickle=allow_pickle)
     if input_file:
         count = predict_file(
             clf,
@@ -350,9 +363,33 @@ def serve(
     ] = 5.0,
     max_texts: Annotated[int, typer.Option("--max-texts", min=1, help="Most texts per request.")] = 256,
     max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Most characters per text.")] = 10_000,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", min=1, help="Most texts waiting for a forward pass; more: 503 + Retry-After.")
+    ] = 1024,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.001, help="Seconds a request may take, queue included; more: 504.")
+    ] = 30.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="BERTFIT_API_KEY",
+            show_default=False,
+            help="Require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' on /predict and /info (401 otherwise). "
+            "Prefer the environment variable: other users can read command lines.",
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="A Host name clients may use besides localhost (repeatable); checked on a loopback bind or when "
+            "given.",
+        ),
+    ] = None,
     precision: PredictPrecisionOpt = "auto",
 ) -> None:
-    """Serve a model over HTTP: POST /predict, GET /health, GET /info, a try-it page at / and the API docs at /docs."""
+    """Serve a model over HTTP: POST /predict, GET /health, /ready and /info, a try-it page at /, API docs at /docs."""
     from .model import load_classifier
     from .serve import run_server
 
@@ -362,10 +399,14 @@ def serve(
         clf,
         host=host,
         port=port,
+        allowed_hosts=allowed_host or (),
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
         max_texts=max_texts,
         max_chars=max_chars,
+        max_queue=max_queue,
+        timeout=timeout,
+        api_key=api_key,
         precision=precision,
     )
 
@@ -529,6 +570,37 @@ def export(
             f"fp32 on {result['pytorch_auto_label_agreement']:.4f} of the labels"
         )
         typer.echo(f"  max |prob diff|  {result['max_abs_prob_diff']:.2g}")
+
+
+cache_app = typer.Typer(help="The tokenization cache: its size, and emptying it.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CacheDirOpt = Annotated[
+    str | None, typer.Option("--cache-dir", help="The cache's folder; default $BERTFIT_CACHE or ~/.cache/bertfit.")
+]
+
+
+@cache_app.command("info")
+@_errors
+def cache_info(cache_dir: CacheDirOpt = None) -> None:
+    """Where the tokenization cache is, how many entries it holds, their size and the limit."""
+    from .cache import cache_directory, cache_entries, cache_limit
+
+    directory = cache_directory(cache_dir)
+    entries = cache_entries(directory)
+    size = sum(entry.stat().st_size for entry in entries)
+    where = directory if directory is not None else "(off)"
+    typer.echo(f"{where}: {len(entries)} entries, {size / 2**20:.1f} MiB of at most {cache_limit() / 2**20:.0f} MiB")
+
+
+@cache_app.command("clear")
+@_errors
+def cache_clear(cache_dir: CacheDirOpt = None) -> None:
+    """Delete every entry of the tokenization cache (runs tokenize again, once)."""
+    from .cache import cache_directory, clear_cache
+
+    directory = cache_directory(cache_dir)
+    count, size = clear_cache(directory)
+    typer.echo(f"removed {count} entries ({size / 2**20:.1f} MiB) from {directory}")
 
 
 def main() -> None:

@@ -10,8 +10,11 @@ BertfitError                      base class; the CLI prints "ErrorName: message
  │    (ValueError, AttributeError)
  ├── MissingDependencyError       an optional extra is not installed; the message gives the pip line
  │    (ImportError)
- └── TrainingError                training went wrong (the loss became NaN or infinite); the best state so far
-      (RuntimeError)              was saved when there was one
+ ├── TrainingError                training went wrong (the loss became NaN or infinite); the best state so far
+ │    (RuntimeError)              was saved when there was one
+ │    └── TrainingInterrupted     SIGINT/SIGTERM stopped training after a checkpoint; exit code 130/143
+ └── StorageError (OSError)       a model or checkpoint could not be written (the disk is full or read-only);
+                                  the message names the path and the space needed
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ __all__ = [
     "NotFittedError",
     "OutputExistsError",
     "TrainingError",
+    "TrainingInterrupted",
+    "StorageError",
 ]
 
 
@@ -67,3 +72,17 @@ class TrainingError(BertfitError, RuntimeError):
     def __init__(self, message: str, saved_to: str | None = None):
         super().__init__(message)
         self.saved_to = saved_to
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGINT or SIGTERM stopped training at ``step``; a checkpoint to ``--resume`` from was written when there was an
+    output directory. ``exit_code`` is 128 + the signal number (130, 143), as a shell reports such an exit."""
+
+    def __init__(self, message: str, saved_to: str | None = None, step: int = 0, exit_code: int = 130):
+        super().__init__(message, saved_to)
+        self.step = step
+        self.exit_code = exit_code
+
+
+class StorageError(BertfitError, OSError):
+    """A model directory or checkpoint could not be written: no space left, or no permission."""

@@ -112,6 +112,27 @@ class LazyEmbedding(torch.nn.Module):
         if len(ids):
             self._store(ids, *self._caught_up(ids, self.steps), self.steps)
 
+    def state_dict_(self) -> dict:
+        """The optimizer state (moments, each row's step, the step history) for a checkpoint; the table itself is in
+        the model's state dict."""
+        return {
+            "exp_avg": self.exp_avg,
+            "exp_avg_sq": self.exp_avg_sq,
+            "last": self.last,
+            "steps": self.steps,
+            "history": self._history[:, : self.steps + 1],
+        }
+
+    def load_state_dict_(self, state: dict) -> None:
+        """Continue from :meth:`state_dict_`."""
+        self.exp_avg.copy_(state["exp_avg"])
+        self.exp_avg_sq.copy_(state["exp_avg_sq"])
+        self.last.copy_(state["last"])
+        self.steps = int(state["steps"])
+        history = state["history"]
+        self._history = torch.zeros(3, max(1024, 2 * history.shape[1]), dtype=torch.float64)
+        self._history[:, : history.shape[1]] = history
+
     def restore(self) -> None:
         """Flush, and put the model's own embedding module back (with the trained table)."""
         self.flush()

@@ -162,10 +162,12 @@ class TextClassifier(Predictor):
         device: str | None = None,
         precision: str = "fp32",
         trust_remote_code: bool = False,
+        allow_pickle: bool = False,
     ) -> TextClassifier:
         """Load a model directory written by :meth:`save_pretrained` (or any sequence-classification model).
 
-        ``batch_size``, ``device`` and ``precision`` are as in :class:`TextClassifier`.
+        ``batch_size``, ``device`` and ``precision`` are as in :class:`TextClassifier`. Only safetensors weights
+        load unless ``allow_pickle`` (a pickle-based ``pytorch_model.bin`` can run code when it is read).
 
         Raises:
             ModelError: The directory is missing or is not a loadable model.
@@ -174,7 +176,7 @@ class TextClassifier(Predictor):
         if not path.is_dir():
             raise ModelError(f"model directory {path} does not exist; pass the --output-dir of a training run")
         files = read_model_files(path)
-        model = load_sequence_classifier(str(path), trust_remote_code=trust_remote_code)
+        model = load_sequence_classifier(str(path), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
         tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code)
         card = files.card or _card_of_plain_model(model, tokenizer, path)
         options = {"batch_size": batch_size, "device": device, "precision": precision}
@@ -210,7 +212,12 @@ def _card_of_plain_model(model, tokenizer, path: Path) -> ModelCard:
 
 
 def load_classifier(
-    path: str | Path, *, batch_size: int = 128, precision: str = "fp32", device: str | None = None
+    path: str | Path,
+    *,
+    batch_size: int = 128,
+    precision: str = "fp32",
+    device: str | None = None,
+    allow_pickle: bool = False,
 ) -> Predictor:
     """The predictor of any model directory: an :class:`~bertfit.onnx_model.OnnxClassifier` for an ONNX export
     (``model.onnx``; it runs in the arithmetic it was exported with), else a :class:`TextClassifier` predicting in
@@ -224,4 +231,5 @@ def load_classifier(
 
     if (Path(path) / ONNX_FILE).is_file():
         return OnnxClassifier.from_pretrained(path, batch_size=batch_size)
-    return TextClassifier.from_pretrained(path, batch_size=batch_size, precision=precision, device=device)
+    options = {"batch_size": batch_size, "precision": precision, "device": device, "allow_pickle": allow_pickle}
+    return TextClassifier.from_pretrained(path, **options)

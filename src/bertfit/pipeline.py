@@ -33,6 +33,7 @@ from .backbone import (
 from .baseline import frozen_embeddings
 from .cache import cache_directory, tokenize_cached
 from .card import BestEpoch, DataSummary, ModelCard, TrainingRecord
+from .checkpoint import Checkpointer, checkpoint_dir
 from .config import SINGLE_LABEL_METRICS, TrainConfig, resolve_stride
 from .data import TextDataset, check_validation, load_data, multi_hot, train_val_split
 from .decision import DecisionRule
@@ -64,6 +65,7 @@ class Fitted:
     records: list[dict[str, Any]] | None
     result: stage.TrainResult
     config: TrainConfig
+    checkpointer: Checkpointer | None = None
 
     def raise_if_diverged(self, saved_to: str | None) -> None:
         """Raise the TrainingError of a run whose loss became NaN or infinite (after the best state was saved).
@@ -101,6 +103,7 @@ def fit(
     own_tracker = tracker is None
     tracker = tracker or Tracker(config, main_process=stage.is_main_process())
     train_ds, val_ds, val_from = prepare_data(config, train_data, validation_data)
+    checkpointer, resume = _checkpoints(config, train_ds, val_ds)
     decision = _decision(config, train_ds)
     class_weights = stage.class_weight_vector(config.class_weights, train_ds.labels, train_ds.classes)
     precision = resolve_precision(config.precision)
@@ -117,8 +120,9 @@ def fit(
         embeddings = frozen_embeddings(model, tokenizer, train_ds.texts, val_ds.texts, size, config.eval_batch_size)
     tracker.start()
     with tracker.closing_on_error():
+        splits, checkpoints = (train_ds, val_ds), (checkpointer, resume)
         result = _train(
-            model, tokenizer, config, precision, features, (train_ds, val_ds), decision, class_weights, tracker
+            model, tokenizer, config, precision, features, splits, decision, class_weights, tracker, checkpoints
         )
     if result.diverged_at is not None and result.best_row is None:
         raise TrainingError(stage.divergence_message(config, result, saved_to=None))
@@ -126,7 +130,13 @@ def fit(
     card = ModelCard(
         decision, features.windowing, config.model_name_or_path or DEFAULT_MODEL_NAME, __version__, record
     )
-    fitted = Fitted(model, tokenizer, card, None, None, result, config)
+    if checkpointer is not None:
+        record.checkpoints = {
+            "writes": checkpointer.writes,
+            "seconds": round(checkpointer.seconds, 2),
+            "bytes": checkpointer.bytes,
+        }
+    fitted = Fitted(model, tokenizer, card, None, None, result, config, checkpointer)
     if not result.main_process:  # another rank of a distributed run: rank 0 validates, saves and tracks
         return fitted
     _validate(fitted, config, precision, features, (train_ds, val_ds), embeddings)
@@ -211,6 +221,7 @@ def _load(config: TrainConfig, train_ds: TextDataset, decision: DecisionRule, cl
     model = load_sequence_classifier(
         model_path,
         config.trust_remote_code,
+        config.allow_pickle,
         num_labels=len(labels),
         label2id={label: i for i, label in enumerate(labels)},
         id2label=dict(enumerate(labels)),
@@ -275,7 +286,7 @@ def _windows(encoded: Encoded, dataset: TextDataset, labels: list[str], tokenize
     return stage.Windows(encoded, per_text[encoded.text_index], pad_id, left)
 
 
-def _train(model, tokenizer, config, precision, features: _Features, splits, decision, weights, tracker):
+def _train(model, tokenizer, config, precision, features: _Features, splits, decision, weights, tracker, checkpoints):
     train_ds, val_ds = splits
     labels = list(decision.labels)
     metrics_fn = stage.epoch_metrics(
@@ -288,7 +299,31 @@ def _train(model, tokenizer, config, precision, features: _Features, splits, dec
     )
     train = _windows(features.train, train_ds, labels, tokenizer)
     validation = _windows(features.validation, val_ds, labels, tokenizer)
-    return stage.run_training(model, config, precision, train, validation, metrics_fn, weights, tracker)
+    checkpointer, resume = checkpoints
+    return stage.run_training(
+        model, config, precision, train, validation, metrics_fn, weights, tracker, checkpointer, resume
+    )
+
+
+def _checkpoints(config: TrainConfig, train_ds: TextDataset, val_ds: TextDataset):
+    # (checkpointer, state to resume or None): checkpoints are kept beside the output directory, when there is one.
+    if not config.output_dir:
+        if config.resume:
+            raise ConfigError("resume needs the output directory of the interrupted run; pass --output-dir")
+        return None, None
+    identity = {
+        "data": {"train": train_ds.fingerprint(), "validation": val_ds.fingerprint()},
+        "options": config.to_dict(),
+    }
+    checkpointer = Checkpointer(checkpoint_dir(config.output_dir), identity)
+    if config.resume:
+        return checkpointer, checkpointer.load()
+    if checkpointer.exists() and stage.is_main_process():
+        logger.warning(
+            "an interrupted run left a checkpoint in %s; starting over replaces it (pass --resume to continue it)",
+            checkpointer.directory,
+        )
+    return checkpointer, None
 
 
 def _record(config, precision, result, features, train_ds, val_ds, val_from, setup_seconds) -> TrainingRecord:

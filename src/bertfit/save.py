@@ -9,6 +9,8 @@ from typing import Any
 
 from .backbone import quiet_transformers
 from .card import ModelCard, write_model_files
+from .checkpoint import estimate_bytes, storage_error
+from .exceptions import BertfitError
 from .files import atomic_directory
 from .report import build_report
 
@@ -26,18 +28,26 @@ def save_model(
     records: list[dict[str, Any]] | None = None,
     *,
     overwrite: bool = False,
+    then: str = "save again",
 ) -> Path:
     """Write a model directory: a standard Hugging Face one (``model.safetensors``, ``config.json``, tokenizer files)
     plus the files of :func:`bertfit.card.write_model_files`; ``report.html`` when metrics and records are given.
+    ``then`` ends the message of a full disk: what to do once space is free.
 
     Raises:
         OutputExistsError: ``path`` holds files and ``overwrite`` is False.
+        StorageError: The disk is full or not writable (the message says how much space is needed).
     """
     path = Path(path)
-    with atomic_directory(path, overwrite) as staging, quiet_transformers():
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        report = build_report(card, metrics, records) if metrics is not None and records is not None else None
-        write_model_files(staging, card, metrics, records, report)
+    try:
+        with atomic_directory(path, overwrite) as staging, quiet_transformers():
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            report = build_report(card, metrics, records) if metrics is not None and records is not None else None
+            write_model_files(staging, card, metrics, records, report)
+    except BertfitError:
+        raise
+    except OSError as err:  # a full or read-only disk: one line, and the staging copy is already removed
+        raise storage_error(err, path, "the model", estimate_bytes(model.state_dict()) + 2**20, then) from None
     logger.info("saved the model to %s", path)
     return path

@@ -11,12 +11,14 @@ from pathlib import Path
 
 from .baseline import format_baselines
 from .card import REPORT_FILE
+from .checkpoint import RESUME_HINT
 from .config import TrainConfig
 from .data import TextDataset
 from .files import check_output_dir
 from .metrics import format_metrics
 from .model import TextClassifier
 from .pipeline import fit
+from .save import save_model
 from .track import Tracker
 from .trainer import format_history, is_main_process
 
@@ -66,7 +68,10 @@ def train(
     if not fitted.result.main_process:  # another rank of a distributed run: rank 0 saves and tracks
         return classifier
     if config.output_dir:
-        classifier.save_pretrained(config.output_dir, overwrite=config.overwrite)
+        then = "save again" if fitted.checkpointer is None else RESUME_HINT
+        save_model(config.output_dir, *parts, overwrite=config.overwrite, then=then)
+        if fitted.checkpointer is not None:  # the model is saved: its checkpoint is no longer needed
+            fitted.checkpointer.remove()
     tracker.finish(classifier.metrics, config.output_dir)
     fitted.raise_if_diverged(saved_to=config.output_dir)
     return classifier

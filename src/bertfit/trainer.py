@@ -20,12 +20,15 @@ memory and restored at the end, early stopping, a stop on a NaN or infinite loss
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +38,10 @@ import torch
 from . import progress
 from .backbone import MULTI_LABEL_PROBLEM
 from .batching import TokenBudgetBatchSampler, length_grouped_batches, shard_batches
+from .checkpoint import Checkpointer
 from .config import MAX_POS_WEIGHT, TrainConfig
 from .data import multi_hot
-from .exceptions import ConfigError
+from .exceptions import ConfigError, TrainingInterrupted
 from .features import Encoded, aggregate_logits
 from .hardware import Precision
 from .lazy_adam import LazyEmbedding
@@ -129,14 +133,23 @@ def run_training(
     metrics_fn: Callable[[np.ndarray], dict[str, float]],
     class_weights: list[float] | None = None,
     tracker=None,
+    checkpointer: Checkpointer | None = None,
+    resume: tuple[dict[str, Any], dict[str, Any] | None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on the ``train`` windows, evaluate on ``validation`` after every epoch (or every
     ``config.eval_steps`` steps) and restore the best state by ``config.metric_for_best_model``.
 
     ``metrics_fn`` maps the validation logits, shape ``(len(validation), n_labels)`` in window order, to scalar
-    metrics per text (see :func:`epoch_metrics`).
+    metrics per text (see :func:`epoch_metrics`). With ``checkpointer`` the whole state is written at every
+    evaluation and when SIGINT or SIGTERM stops the run; ``resume`` (the checkpointer's ``load()``) continues from it.
+
+    Raises:
+        TrainingInterrupted: SIGINT or SIGTERM stopped the run (after writing a checkpoint, with a checkpointer).
     """
     loop = _Loop(model, config, precision, train, validation, metrics_fn, class_weights, tracker)
+    loop.checkpointer = checkpointer
+    if resume is not None:
+        loop.load(*resume)
     return loop.run()
 
 
@@ -229,31 +242,45 @@ class _Loop:
         self.loss_sum, self.loss_steps = torch.zeros((), device=self.device), 0
         self.real_tokens = self.padded_tokens = 0
         self.grad_norm: torch.Tensor | None = None
+        self.last_lr = config.learning_rate
+        self.checkpointer: Checkpointer | None = None
+        self.stopped = False  # training ended (the last step, early stopping or divergence)
+        self.elapsed = 0.0  # training seconds of the run before a resume
+        self._best_saved: float | None = None  # the best value whose state the checkpoint holds
+        self._signal: int | None = None
 
     def run(self) -> TrainResult:
         self._announce()
         start = time.perf_counter()
         bar = progress.bar(total=self.total, desc="training", unit="step") if self.rank == 0 else None
+        if bar is not None:
+            bar.update(self.step)
         try:
-            for epoch in range(math.ceil(self.total / self.steps_per_epoch)):
-                if self._epoch(epoch, bar):
-                    break
+            with self._signals():
+                first = self.step // self.steps_per_epoch
+                for epoch in range(first, math.ceil(self.total / self.steps_per_epoch)):
+                    if self.stopped or self._epoch(epoch, bar):
+                        break
         finally:
             if bar is not None:
                 bar.close()
             if self.lazy is not None:
                 self.lazy.restore()
-        seconds = time.perf_counter() - start
-        return self._result(seconds)
+        self.stopped = True
+        return self._result(self.elapsed + time.perf_counter() - start)
 
     def _epoch(self, epoch: int, bar) -> bool:
-        """Run one epoch's steps; True when training must stop (early stopping, divergence, the last step)."""
-        for indices in self._batches(epoch):
+        """Run one epoch's steps (after a resume, the ones not run yet); True when training must stop (early
+        stopping, divergence, the last step)."""
+        batches = self._batches(epoch)
+        for indices in batches[self.step - epoch * self.steps_per_epoch :]:
             self._step(indices)
             if bar is not None:
                 bar.update(1)
             if self._evaluation_due() and self._log_and_evaluate():
                 return True
+            if self._interrupted():
+                self._stop_on_signal()
             if self.step >= self.total:
                 return True
         return False
@@ -319,7 +346,11 @@ class _Loop:
         evaluation = {"eval_loss": val_loss, **{f"eval_{k}": v for k, v in metrics.items()}}
         self._log({**evaluation, "eval_runtime": round(seconds, 4)}, epoch)
         row = {"epoch": round(epoch, 2), "step": self.step, "train_loss": loss, "val_loss": val_loss}
-        return self.monitor.evaluated(row, metrics, self.model, window_logits, seconds)
+        self.stopped = (
+            self.monitor.evaluated(row, metrics, self.model, window_logits, seconds) or self.step >= self.total
+        )
+        self._checkpoint()
+        return self.stopped
 
     def _reduced_loss(self) -> float:
         # The mean training loss since the last log, averaged over the processes: one host sync per log.
@@ -372,6 +403,127 @@ class _Loop:
         )
         if self.tracker is not None:
             self.tracker.log_params(_tracked_parameters(self.config, self.schedule, self.precision))
+
+    # -- checkpoints and signals -----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly where it is (see :mod:`bertfit.checkpoint`)."""
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        monitor = {k: getattr(self.monitor, k) for k in ("rows", "best_row", "diverged_at", "_bad_evals")}
+        return {
+            "step": self.step,
+            "stopped": self.stopped,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "lazy": None if self.lazy is None else self.lazy.state_dict_(),
+            "rng": rng,
+            "monitor": monitor,
+            "log_history": self.log_history,
+            "loss": (self.loss_sum.cpu(), self.loss_steps, self.grad_norm, self.last_lr),
+            "tokens": (self.real_tokens, self.padded_tokens),
+            "elapsed": self.elapsed + time.perf_counter() - self._started,
+        }
+
+    def load(self, state: dict[str, Any], best: dict[str, Any] | None) -> None:
+        """Continue from a checkpoint of :meth:`state_dict` (and its best state)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.lazy is not None and state["lazy"] is not None:
+            self.lazy.load_state_dict_(state["lazy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        for key, value in state["monitor"].items():
+            setattr(self.monitor, key, value)
+        loss_sum, self.loss_steps, self.grad_norm, self.last_lr = state["loss"]
+        self.loss_sum = loss_sum.to(self.device)
+        self.real_tokens, self.padded_tokens = state["tokens"]
+        self.step, self.stopped, self.log_history, self.elapsed = (
+            state["step"],
+            state["stopped"],
+            state["log_history"],
+            state["elapsed"],
+        )
+        if best is not None:
+            self.monitor.best_state, self.monitor.best_logits = best["state"], best["logits"]
+            self.monitor.best_eval_seconds = best["eval_seconds"]
+            self._best_saved = self.monitor.best_row["_value"] if self.monitor.best_row else None
+        if self.rank == 0:
+            logger.info(
+                "resumed from the checkpoint at step %d of %d (epoch %.2f)",
+                self.step,
+                self.total,
+                self.step / self.steps_per_epoch,
+            )
+
+    def _checkpoint(self) -> None:
+        if self.checkpointer is None or self.rank != 0:
+            return
+        value = self.monitor.best_row["_value"] if self.monitor.best_row else None
+        best = None
+        if self.monitor.best_state is not None and value != self._best_saved:
+            best = {
+                "state": self.monitor.best_state,
+                "logits": self.monitor.best_logits,
+                "eval_seconds": self.monitor.best_eval_seconds,
+            }
+        self.checkpointer.save(self.state_dict(), best)
+        self._best_saved = value
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        # The first SIGINT or SIGTERM lets the current step finish, writes a checkpoint and stops; a second one
+        # exits at once (the checkpoint files are written atomically, so none is left half-written).
+        self._started = time.perf_counter()
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._signal is not None:
+                os._exit(128 + signum)
+            self._signal = signum
+            if self.rank == 0:
+                logger.warning(
+                    "%s: stopping after this step and writing a checkpoint (again: exit at once)",
+                    signal.Signals(signum).name,
+                )
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _interrupted(self) -> bool:
+        flag = self._signal is not None
+        if self.world > 1:  # every process stops at the same step
+            tensor = torch.tensor([float(flag)], device=self.device)
+            torch.distributed.all_reduce(tensor)
+            flag = bool(tensor.item())
+        return flag
+
+    def _stop_on_signal(self) -> None:
+        signum = self._signal or signal.SIGTERM
+        self._checkpoint()
+        where = f"step {self.step} of {self.total} (epoch {self.step / self.steps_per_epoch:.2f})"
+        if self.checkpointer is None:
+            message = f"training was interrupted at {where}; nothing was saved (no output directory)"
+            saved = None
+        else:
+            saved = str(self.checkpointer.directory)
+            message = (
+                f"training was interrupted at {where}; its checkpoint is in {saved}: run the same command with "
+                "--resume to continue"
+            )
+        raise TrainingInterrupted(message, saved_to=saved, step=self.step, exit_code=128 + signum)
 
     def _result(self, seconds: float) -> TrainResult:
         if self.monitor.best_state is not None:
