@@ -259,3 +259,18 @@ def test_cli_train_takes_the_long_text_flags(tiny_model_dir, tmp_path):
     saved = json.loads((out / "bertfit.json").read_text())
     assert saved["long_text"]["mode"] == "chunk" and saved["long_text"]["stride"] == 6  # 24 // 4
     assert saved["long_text"]["aggregate"] == "max" and saved["config"]["max_windows"] == 2
+
+
+def test_random_window_sampling_draws_each_epochs_windows_anew(tokenizer):
+    from bertfit.trainer import Windows
+
+    texts = ["good " * 200, "bad", "the film was " * 40]
+    encoded = encode(tokenizer, texts, Windowing(WINDOW, "chunk", STRIDE))
+    windows = Windows(encoded, np.zeros(len(encoded), dtype=np.int64), pad_id=0, sample=2, seed=0)
+    epochs = [windows.epoch_windows(epoch) for epoch in range(4)]
+    for chosen in epochs:
+        per_text = np.bincount(encoded.text_index[chosen], minlength=3)
+        assert per_text.tolist() == [2, 1, 2]  # at most 2 per text, every text present: a fixed number of steps
+    assert len({tuple(chosen) for chosen in epochs}) > 1  # other windows in other epochs
+    assert np.unique(np.concatenate(epochs)).size > 5  # together they cover more of the long texts
+    assert Windows(encoded, np.zeros(len(encoded)), pad_id=0).epoch_windows(3).tolist() == list(range(len(encoded)))

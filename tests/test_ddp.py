@@ -42,6 +42,8 @@ def test_torchrun_two_processes_train_once_with_the_global_schedule(tiny_model_d
         "5e-3",
         "--precision",
         "fp32",
+        "--evals-per-epoch",
+        "1",  # the log's first row at the end of epoch 1
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
 

@@ -128,6 +128,26 @@ def test_choose_max_length_is_p99_rounded_and_capped(tiny_model_dir):
     assert choose(["good " * 100] * 10, 64) == 64
 
 
+def test_the_log_counts_texts_past_the_model_limit(tiny_config, caplog):
+    # 12 of 120 training texts run past the 64-token limit: p99 is the limit, so max_length is the limit itself,
+    # and the first tokenization (cut at 64) must not hide how many texts are longer.
+    data = _dataset()
+    texts = [text + " very" * 70 if i % 10 == 0 else text for i, text in enumerate(data.texts)]
+    with caplog.at_level("INFO", logger="bertfit"):
+        clf = train(tiny_config(epochs=1, long_text="chunk"), TextDataset(texts, data.labels), _dataset(20, seed=5))
+    assert clf.max_length == 64
+    longer = sum(len(ids) > 64 for ids in clf.tokenizer_(texts)["input_ids"])
+    assert longer == 12
+    assert (
+        "max_length 64: the 99th percentile of training token counts (64 or more: texts were cut there), capped at "
+        "the model limit 64; 12 training texts (10.0%) reach the model limit of 64 tokens and are split into windows"
+    ) in caplog.text
+    lengths = [10] * 199 + [50]  # under the limit: the one text longer than the choice is counted exactly
+    with caplog.at_level("INFO", logger="bertfit"):
+        assert choose_max_length(lengths, 64) == 16
+    assert "counts (10), capped at the model limit 64; 1 training texts (0.5%) are truncated" in caplog.text
+
+
 def test_long_texts_are_cut_at_the_chosen_max_length(tiny_config):
     data = _dataset()
     texts = [text + " very" * 60 if i == 0 else text for i, text in enumerate(data.texts)]  # one text of 60+ tokens
@@ -255,16 +275,33 @@ def test_nan_loss_stops_training_and_keeps_the_best_state(tiny_config, tmp_path,
 
 
 def test_binary_threshold_is_tuned_and_saved(tiny_config, tmp_path):
+    # Heavy weight on 'neg' makes a model that under-scores 'pos': at 0.5 it calls no text positive. 60 validation
+    # texts (30 of each class) hold enough of both classes, and the gain of a lower threshold is far above the noise.
+    # (This test trained on the default split before: 12 validation texts, which now keep 0.5; see the next test.)
     out = tmp_path / "model"
-    clf = train(tiny_config(output_dir=str(out)), _dataset())
+    config = tiny_config(output_dir=str(out), epochs=2, class_weights={"neg": 8.0})
+    clf = train(config, _dataset(), _dataset(60, seed=7))
     tuning = clf.info_["threshold_tuning"]
-    assert 0 < clf.threshold < 1 and tuning["metric"] == "f1"
+    assert 0 < clf.threshold < 0.5 and tuning["metric"] == "f1"
     assert set(tuning["at_0.5"]) == {"accuracy", "macro_f1", "precision", "recall", "f1", "specificity"}
     assert tuning["value"] == pytest.approx(clf.metrics["f1"])  # metrics.json: predictions at the tuned threshold
-    assert tuning["value"] >= tuning["at_0.5"]["f1"]
+    assert tuning["value"] > tuning["at_0.5"]["f1"] + 0.3
     assert TextClassifier.from_pretrained(out).threshold == clf.threshold
     untuned = train(tiny_config(threshold_metric="none", epochs=1), _dataset())
     assert untuned.threshold is None and "threshold_tuning" not in untuned.info_
+
+
+def test_a_small_validation_set_keeps_the_threshold_at_half(tiny_config, caplog):
+    with caplog.at_level("INFO", logger="bertfit"):
+        clf = train(tiny_config(), _dataset())  # 12 validation texts: 6 of each class
+    assert clf.threshold == 0.5 and clf.info_["threshold_tuning"]["value"] == pytest.approx(clf.metrics["f1"])
+    assert (
+        "decision threshold kept at 0.5 on P(pos) (the most probable label): validation holds 6 positive and 6 "
+        "negative texts; a threshold is tuned on at least 10 of each"
+    ) in caplog.text
+    texts = [text for text, _ in sentiment_rows(40, seed=3)]
+    probs = clf.predict_proba(texts)
+    assert clf.predict(texts) == [clf.labels[k] for k in probs.argmax(axis=1)]
 
 
 def test_frozen_embeddings_stay_as_loaded(tiny_config, tiny_model_dir):
@@ -282,3 +319,10 @@ def test_evaluations_twice_per_epoch(tiny_config):
     history = clf.info_["history"]
     assert [row["epoch"] for row in history] == [0.5, 1.0, 1.5, 2.0]
     assert [row["step"] for row in history] == [7, 14, 21, 28]  # 108 training texts in batches of 8: 14 per epoch
+
+
+def test_evaluations_per_epoch_are_chosen_by_what_evaluating_costs(tiny_config):
+    small_validation = train(tiny_config(epochs=1, evals_per_epoch=None), _dataset())  # 12 of 120 texts
+    assert [row["epoch"] for row in small_validation.info_["history"]] == [0.5, 1.0]
+    large_validation = train(tiny_config(epochs=1, evals_per_epoch=None, val_size=0.5), _dataset())
+    assert [row["epoch"] for row in large_validation.info_["history"]] == [1.0]

@@ -40,6 +40,12 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 LONG_TEXT_MODES = ("truncate", "chunk")
 AGGREGATES = ("mean", "max")
+WINDOW_SAMPLING = ("spaced", "random")
+# evals_per_epoch's automatic choice: this many evaluations per epoch where the validation windows hold at most this
+# share of an epoch's training tokens (an evaluation, forward passes only in bf16, then costs a few percent of an
+# epoch); else one. Measured: README, Defaults.
+AUTO_EVALS_PER_EPOCH = 2
+AUTO_EVAL_TOKEN_SHARE = 0.25
 # The longest window chunk mode picks by itself: attention cost grows with the window, and a document is covered by
 # its windows either way (on 20 Newsgroups, 256-token windows beat truncation: README, Long documents).
 CHUNK_MAX_LENGTH = 256
@@ -102,6 +108,14 @@ class TrainConfig:
             "(0: all); evaluation and prediction always use every window."
         },
     )
+    window_sampling: str = field(
+        default="spaced",
+        metadata={
+            "help": "long_text chunk: which windows of a long training text train in an epoch: spaced (the same "
+            "max_windows, evenly spaced, every epoch) or random (max_windows drawn anew each epoch: the epochs "
+            "together see more of each text for the same cost)."
+        },
+    )
     epochs: float = field(default=4, metadata={"help": "Training epochs."})
     batch_size: int = field(default=32, metadata={"help": "Texts per training step."})
     max_tokens_per_batch: int | None = field(
@@ -126,9 +140,13 @@ class TrainConfig:
         default="epoch",
         metadata={"help": "Evaluate every 'epoch' (evals_per_epoch times) or every eval_steps 'steps'."},
     )
-    evals_per_epoch: int = field(
-        default=1,
-        metadata={"help": "With eval_strategy 'epoch': evaluations per epoch, evenly spaced (the last at its end)."},
+    evals_per_epoch: int | None = field(
+        default=None,
+        metadata={
+            "help": "With eval_strategy 'epoch': evaluations per epoch, evenly spaced (the last at its end); default: "
+            f"{AUTO_EVALS_PER_EPOCH} where evaluating costs little next to training (the validation windows hold at "
+            f"most {AUTO_EVAL_TOKEN_SHARE:.0%} of an epoch's training tokens), else 1."
+        },
     )
     eval_steps: int | None = field(
         default=None, metadata={"help": "Steps between evaluations with eval_strategy 'steps'."}
@@ -268,7 +286,12 @@ class TrainConfig:
         _check(self.max_length is None or self.max_length >= 8, "max_length", self.max_length, "an integer >= 8")
         self._check_long_text()
         _check(self.eval_strategy in ("epoch", "steps"), "eval_strategy", self.eval_strategy, "'epoch' or 'steps'")
-        _check(self.evals_per_epoch >= 1, "evals_per_epoch", self.evals_per_epoch, "an integer >= 1")
+        _check(
+            self.evals_per_epoch is None or self.evals_per_epoch >= 1,
+            "evals_per_epoch",
+            self.evals_per_epoch,
+            "an integer >= 1, or None for the automatic choice",
+        )
         _check(
             self.eval_strategy != "steps" or (self.eval_steps or 0) >= 1,
             "eval_steps",
@@ -307,13 +330,18 @@ class TrainConfig:
         _check(self.long_text in LONG_TEXT_MODES, "long_text", self.long_text, "one of " + ", ".join(LONG_TEXT_MODES))
         _check(self.aggregate in AGGREGATES, "aggregate", self.aggregate, "one of " + ", ".join(AGGREGATES))
         _check(self.max_windows >= 0, "max_windows", self.max_windows, "an integer >= 0 (0: all windows)")
+        _check(
+            self.window_sampling in WINDOW_SAMPLING, "window_sampling", self.window_sampling, "'spaced' or 'random'"
+        )
         _check(self.stride is None or self.stride >= 0, "stride", self.stride, "an integer >= 0")
         if self.stride is not None and self.max_length is not None:  # else checked once train chooses max_length
             resolve_stride(self.stride, self.max_length)
         if self.long_text == "truncate":
             defaults = {f.name: f.default for f in fields(self)}
             chunk_only = [
-                name for name in ("stride", "aggregate", "max_windows") if getattr(self, name) != defaults[name]
+                name
+                for name in ("stride", "aggregate", "max_windows", "window_sampling")
+                if getattr(self, name) != defaults[name]
             ]
             if chunk_only:
                 raise ConfigError(

@@ -245,7 +245,9 @@ def _features(config: TrainConfig, tokenizer, model, train_ds: TextDataset, val_
         [len(ids) for ids in first["input_ids"]], cut, config.long_text
     )
     windowing = _windowing(config, max_length, tokenizer)
-    options = {"max_windows": config.max_windows} if windowing.mode == "chunk" else {}
+    # Random window sampling keeps every window and draws each epoch's (see trainer.Windows.epoch_windows).
+    sampled = windowing.mode == "chunk" and config.window_sampling == "random"
+    options = {"max_windows": 0 if sampled else config.max_windows} if windowing.mode == "chunk" else {}
     train = encode(tokenizer, train_ds.texts, windowing, cache_dir=cache, reuse=first, **options)
     validation = encode(tokenizer, val_ds.texts, windowing, cache_dir=cache, desc="tokenizing validation")
     return _Features(windowing, train, validation)
@@ -264,17 +266,18 @@ def _windowing(config: TrainConfig, max_length: int, tokenizer) -> Windowing:
         return Windowing(max_length)
     windowing = Windowing(max_length, "chunk", resolve_stride(config.stride, max_length), config.aggregate)
     logger.info(
-        "long_text chunk: windows of %d tokens overlapping by %d, at most %s per training text; a text's logits are "
-        "the %s of its windows'",
+        "long_text chunk: windows of %d tokens overlapping by %d, at most %s per training text (%s); a text's "
+        "logits are the %s of its windows'",
         max_length,
         windowing.stride,
         config.max_windows or "all",
+        "drawn anew each epoch" if config.window_sampling == "random" else "the same, evenly spaced, every epoch",
         config.aggregate,
     )
     return windowing
 
 
-def _windows(encoded: Encoded, dataset: TextDataset, labels: list[str], tokenizer) -> stage.Windows:
+def _windows(encoded: Encoded, dataset: TextDataset, labels: list[str], tokenizer, sample: int = 0, seed: int = 0):
     # Each window carries its text's target: a label id, or a float multi-hot row (BCE-with-logits targets).
     if dataset.multi_label:
         per_text = multi_hot(dataset.labels, labels).astype(np.float32)
@@ -283,7 +286,7 @@ def _windows(encoded: Encoded, dataset: TextDataset, labels: list[str], tokenize
         per_text = np.array([index[label] for label in dataset.labels], dtype=np.int64)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     left = getattr(tokenizer, "padding_side", "right") == "left"
-    return stage.Windows(encoded, per_text[encoded.text_index], pad_id, left)
+    return stage.Windows(encoded, per_text[encoded.text_index], pad_id, left, sample, seed)
 
 
 def _train(model, tokenizer, config, precision, features: _Features, splits, decision, weights, tracker, checkpoints):
@@ -297,7 +300,8 @@ def _train(model, tokenizer, config, precision, features: _Features, splits, dec
         features.windowing.aggregate,
         decision.multi_label,
     )
-    train = _windows(features.train, train_ds, labels, tokenizer)
+    sample = config.max_windows if features.windowing.mode == "chunk" and config.window_sampling == "random" else 0
+    train = _windows(features.train, train_ds, labels, tokenizer, sample, config.seed)
     validation = _windows(features.validation, val_ds, labels, tokenizer)
     checkpointer, resume = checkpoints
     return stage.run_training(

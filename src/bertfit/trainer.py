@@ -39,7 +39,7 @@ from . import progress
 from .backbone import MULTI_LABEL_PROBLEM
 from .batching import TokenBudgetBatchSampler, length_grouped_batches, shard_batches
 from .checkpoint import Checkpointer
-from .config import MAX_POS_WEIGHT, TrainConfig
+from .config import AUTO_EVAL_TOKEN_SHARE, AUTO_EVALS_PER_EPOCH, MAX_POS_WEIGHT, TrainConfig
 from .data import multi_hot
 from .exceptions import ConfigError, TrainingInterrupted
 from .features import Encoded, aggregate_logits
@@ -96,8 +96,11 @@ class Windows:
         left: Pad on the left (tokenizers whose ``padding_side`` is "left").
     """
 
-    def __init__(self, encoded: Encoded, targets: np.ndarray, pad_id: int, left: bool = False) -> None:
+    def __init__(
+        self, encoded: Encoded, targets: np.ndarray, pad_id: int, left: bool = False, sample: int = 0, seed: int = 0
+    ) -> None:
         self.encoded = encoded
+        self.sample, self.seed = sample, seed
         self.lengths = encoded.lengths()
         self.rows = {k: [np.asarray(ids, dtype=np.int64) for ids in v] for k, v in encoded.columns.items()}
         self.targets = torch.as_tensor(np.asarray(targets))
@@ -106,6 +109,18 @@ class Windows:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def epoch_windows(self, epoch: int) -> np.ndarray:
+        """The windows that train in ``epoch``: all of them, or with ``sample`` at most that many per text, drawn
+        anew each epoch (the same number every epoch, so the schedule's steps are fixed)."""
+        if not self.sample:
+            return np.arange(len(self))
+        text_index = self.encoded.text_index
+        keys = np.random.default_rng(self.seed + epoch).random(len(text_index))
+        order = np.lexsort((keys, text_index))  # by text, then at random within the text
+        starts = np.r_[0, np.flatnonzero(np.diff(text_index[order])) + 1]
+        rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        return np.sort(order[rank < self.sample])
 
     def batch(self, indices: np.ndarray, device: str) -> dict[str, torch.Tensor]:
         """The windows at ``indices`` padded to their longest, and their ``labels``."""
@@ -229,6 +244,7 @@ class _Loop:
             logger.info("class weights in the loss: %s", [round(w, 4) for w in class_weights])
         self.lazy = _lazy_embedding(model, config, precision, self.world)
         self.steps_per_epoch = len(self._batches(0))
+        self.evals_per_epoch = config.evals_per_epoch or _auto_evals_per_epoch(train, validation)
         self.total = max(1, math.ceil(config.epochs * self.steps_per_epoch))
         self.warmup = math.ceil(config.warmup_ratio * self.total)
         self.optimizer = _optimizer(model, config, precision)
@@ -287,12 +303,14 @@ class _Loop:
 
     def _batches(self, epoch: int) -> list[np.ndarray]:
         seed = self.config.seed + epoch
+        windows = self.train.epoch_windows(epoch)
+        lengths = self.train.lengths[windows]
         if self.config.max_tokens_per_batch is None:
-            batches = length_grouped_batches(self.train.lengths, self.config.batch_size, seed)
+            batches = length_grouped_batches(lengths, self.config.batch_size, seed)
         else:
-            sampler = TokenBudgetBatchSampler(self.train.lengths, self.config.max_tokens_per_batch, seed=seed)
+            sampler = TokenBudgetBatchSampler(lengths, self.config.max_tokens_per_batch, seed=seed)
             batches = [np.asarray(b) for b in sampler]
-        return shard_batches(batches, self.rank, self.world)
+        return shard_batches([windows[b] for b in batches], self.rank, self.world)
 
     def _step(self, indices: np.ndarray) -> None:
         batch = self.train.batch(indices, self.device)
@@ -324,7 +342,7 @@ class _Loop:
         if self.config.eval_strategy == "steps":
             return self.step % self.config.eval_steps == 0
         # evals_per_epoch evenly spaced points of each epoch (the last at its end), and the last step.
-        k, within = self.config.evals_per_epoch, self.step % self.steps_per_epoch or self.steps_per_epoch
+        k, within = self.evals_per_epoch, self.step % self.steps_per_epoch or self.steps_per_epoch
         return self.step == self.total or within in {round(self.steps_per_epoch * i / k) for i in range(1, k + 1)}
 
     def _log_and_evaluate(self) -> bool:
@@ -401,6 +419,8 @@ class _Loop:
             "%(optimizer_steps)d optimizer steps, the first %(warmup_steps)d warming up",
             self.schedule,
         )
+        if self.config.eval_strategy == "epoch":
+            logger.info("%d evaluation(s) per epoch (set --evals-per-epoch to change)", self.evals_per_epoch)
         if self.tracker is not None:
             self.tracker.log_params(_tracked_parameters(self.config, self.schedule, self.precision))
 
@@ -610,6 +630,13 @@ class _Monitor:
 
 
 # -- the optimizer -------------------------------------------------------------------------------------------------
+
+
+def _auto_evals_per_epoch(train: Windows, validation: Windows) -> int:
+    # Two evaluations per epoch where the validation windows are small next to an epoch's training tokens.
+    trained = int(train.lengths[train.epoch_windows(0)].sum())
+    share = int(validation.lengths.sum()) / max(trained, 1)
+    return AUTO_EVALS_PER_EPOCH if share <= AUTO_EVAL_TOKEN_SHARE else 1
 
 
 def _optimizer(model, config: TrainConfig, precision: Precision) -> torch.optim.Optimizer:
