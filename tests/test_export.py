@@ -33,7 +33,7 @@ def fp32_export(trained_dir, tmp_path_factory):
 def test_export_round_trip_matches_pytorch(trained_dir, fp32_export):
     out, result = fp32_export
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["bertfit.json", "metrics.json", ONNX_FILE, "tokenizer.json", "tokenizer_config.json"]
+        ["bertfit.json", "config.json", "metrics.json", ONNX_FILE, "tokenizer.json", "tokenizer_config.json"]
     )
     assert json.loads((out / "bertfit.json").read_text())["export"] == {
         "format": "onnx",
@@ -53,6 +53,28 @@ def test_export_round_trip_matches_pytorch(trained_dir, fp32_export):
     assert onnx_clf.predict_proba([]).shape == (0, 2)
     assert result["texts"] == 12 and result["label_agreement"] == 1.0 and result["accuracy_change"] == 0.0
     assert result["max_abs_prob_diff"] < 1e-4
+
+
+def test_export_holds_the_model_config_for_other_onnx_loaders(trained_dir, fp32_export):
+    from transformers import AutoConfig
+
+    out, _ = fp32_export
+    config = AutoConfig.from_pretrained(out)
+    assert config.id2label == {0: "neg", 1: "pos"} and config.model_type == "bert"
+    assert json.loads((out / "config.json").read_text()) == json.loads((trained_dir / "config.json").read_text())
+
+
+def test_optimum_and_a_pipeline_load_the_export(fp32_export):
+    onnxruntime = pytest.importorskip("optimum.onnxruntime")  # optional: optimum is not a dependency
+    from transformers import AutoTokenizer, pipeline
+
+    out, _ = fp32_export
+    model = onnxruntime.ORTModelForSequenceClassification.from_pretrained(out)
+    pipe = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(out))
+    expected = load_classifier(out)
+    assert [r["label"] for r in pipe(TEXTS[:3])] == [
+        expected.labels[k] for k in expected.predict_proba(TEXTS[:3]).argmax(1)
+    ]
 
 
 def test_int8_export_is_smaller_and_reports_agreement(trained_dir, fp32_export, tmp_path):

@@ -112,3 +112,44 @@ def test_majority_comparison_for_label_sets():
     warning = collapse_warning(y_true, wrong, majority=("joy",))
     assert "micro-F1" in warning and "the label set ['joy']" in warning
     assert collapse_warning(y_true, y_true, majority=("joy",)) is None
+
+
+def test_a_binary_threshold_needs_enough_texts_of_each_class():
+    from bertfit.metrics import tune_binary_threshold
+
+    # 9 positives: too few, though their threshold would look perfect on these texts.
+    truth, scores = [True] * 9 + [False] * 40, [0.4] * 9 + [0.1] * 40
+    threshold, value, reason = tune_binary_threshold(truth, scores)
+    assert (threshold, value) == (0.5, 0.0)
+    assert reason == "validation holds 9 positive and 40 negative texts; a threshold is tuned on at least 10 of each"
+
+
+def test_a_binary_threshold_within_the_noise_keeps_half():
+    from bertfit.metrics import threshold_gain, tune_binary_threshold
+
+    # A good model on 30 texts: tuning moves the cut under one positive at 0.45 and one negative at 0.47.
+    truth = [True] * 15 + [False] * 15
+    scores = [0.9] * 14 + [0.45] + [0.1] * 14 + [0.47]
+    gain, error = threshold_gain(truth, scores, 0.275)  # between 0.45 and the next lower score
+    assert gain == pytest.approx(30 / 31 - 28 / 29) and gain < 2 * error
+    threshold, value, reason = tune_binary_threshold(truth, scores)
+    assert threshold == 0.5 and value == pytest.approx(28 / 29)
+    assert reason.startswith("the tuned threshold 0.2750 gains +0.0022 F1 over 0.5, not above the noise of 30")
+
+
+def test_a_clear_gain_keeps_the_tuned_threshold():
+    import numpy as np
+
+    from bertfit.metrics import tune_binary_threshold
+
+    # A model that under-scores the positive class: 0.5 calls no text positive, a lower cut separates them.
+    rng = np.random.default_rng(0)
+    truth = np.arange(100) < 50
+    scores = np.where(truth, 0.3, 0.1) + rng.uniform(0, 0.1, 100)
+    threshold, value, reason = tune_binary_threshold(truth, scores)
+    assert reason is None and 0.2 <= threshold <= 0.3 and value == 1.0
+    # A precision floor that 0.5 misses: the threshold that meets it is kept (what was asked for).
+    noisy = np.where(np.arange(100) % 10 == 0, 0.6, scores)  # 5 negatives above 0.5 as well as 5 positives
+    threshold, value, reason = tune_binary_threshold(truth, noisy, "precision>=0.9")
+    assert reason is None and threshold < 0.5 and value >= 0.9
+    assert tune_binary_threshold(truth, scores, "precision>=1.01")[2].startswith("no threshold reaches")

@@ -64,6 +64,19 @@ def test_saved_directory_is_a_standard_hf_model(trained_dir, clf):
     assert [r["label"] for r in hf(texts)] == clf.predict(texts)
 
 
+def test_a_plain_pipeline_needs_truncation_for_texts_past_the_limit(trained_dir):
+    # What the README tells users of transformers.pipeline: it does not truncate unless asked to.
+    from transformers import pipeline
+
+    long = "the film was very good " * 30  # 150 tokens, over the tiny model's 64
+    hf = pipeline("text-classification", model=str(trained_dir), device="cpu")
+    with pytest.raises((RuntimeError, IndexError)):
+        hf(long)
+    truncated = hf(long, truncation=True)
+    cut = pipeline("text-classification", model=str(trained_dir), device="cpu", truncation=True)
+    assert cut([long]) == truncated and truncated[0]["label"] in {"neg", "pos"}
+
+
 def test_save_refuses_non_empty_directory_and_keeps_it(clf, tmp_path):
     target = tmp_path / "out"
     target.mkdir()

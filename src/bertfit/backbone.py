@@ -154,10 +154,57 @@ def _model_errors(name: str) -> Iterator[None]:
         ) from None
 
 
+# Model types whose position ids start after the padding index (fairseq's make_positions; transformers'
+# create_position_ids_from_input_ids): token i of a text takes position pad_token_id + 1 + i, so the first
+# pad_token_id + 1 of the max_position_embeddings rows are never used (514 rows for a 512-token RoBERTa).
+_POSITIONS_AFTER_PADDING = frozenset(
+    {
+        "camembert",
+        "data2vec-text",
+        "ibert",
+        "lilt",
+        "longformer",
+        "luke",
+        "markuplm",
+        "mpnet",
+        "roberta",
+        "roberta-prelayernorm",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "xmod",
+    }
+)
+_NO_LIMIT = 1_000_000  # tokenizers without a limit report a huge sentinel (int(1e30))
+
+
 def model_max_length(tokenizer, model_config) -> int:
-    """The longest input the model accepts, from its position embeddings and the tokenizer's limit."""
-    limit = getattr(model_config, "max_position_embeddings", None) or 512
+    """The longest input the model accepts in tokens, special tokens included: the smaller of what its position
+    embeddings reach and the tokenizer's ``model_max_length``.
+
+    For RoBERTa-like models (RoBERTa, XLM-R, CamemBERT, MPNet, ...) positions start after the padding index, so
+    the position embeddings reach ``max_position_embeddings - pad_token_id - 1`` tokens (512 of 514).
+
+    Raises:
+        ModelError: Neither the model's config nor its tokenizer says how long an input may be.
+
+    >>> from types import SimpleNamespace
+    >>> model_max_length(None, SimpleNamespace(model_type="roberta", max_position_embeddings=514, pad_token_id=1))
+    512
+    """
+    limits = []
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        if getattr(model_config, "model_type", None) in _POSITIONS_AFTER_PADDING:
+            positions -= (getattr(model_config, "pad_token_id", None) or 0) + 1
+        limits.append(positions)
     tok_limit = getattr(tokenizer, "model_max_length", None)
-    if tok_limit and tok_limit < 1_000_000:  # tokenizers without a limit report a huge sentinel
-        limit = min(limit, tok_limit)
-    return int(limit)
+    if isinstance(tok_limit, (int, float)) and 0 < tok_limit < _NO_LIMIT:
+        limits.append(int(tok_limit))
+    if not limits or min(limits) < 1:
+        name = getattr(model_config, "name_or_path", "") or getattr(model_config, "model_type", "?")
+        raise ModelError(
+            f"cannot tell the longest input of model {name!r}: its config.json gives no usable "
+            f"max_position_embeddings ({positions!r}) and its tokenizer no model_max_length; set model_max_length "
+            "in its tokenizer_config.json, or train with --max-length N (at most the length it was pretrained with)"
+        )
+    return min(limits)

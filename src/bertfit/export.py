@@ -1,9 +1,11 @@
 """ONNX export of a trained model directory, with optional dynamic int8 quantization, re-evaluated after writing.
 
 An export directory holds ``model.onnx`` (inputs ``input_ids``, ``attention_mask`` and ``token_type_ids`` when the
-model takes them, dynamic batch and sequence axes; output ``logits``), the tokenizer files, ``bertfit.json`` (the
-card, with an ``export`` entry) and ``metrics.json``. :func:`bertfit.model.load_classifier` opens it as an
-:class:`~bertfit.onnx_model.OnnxClassifier`, which predicts like a :class:`~bertfit.model.TextClassifier`.
+model takes them, dynamic batch and sequence axes; output ``logits``), the tokenizer files, the model's
+``config.json`` (labels and architecture, which optimum's ``ORTModelForSequenceClassification`` and so a
+``transformers.pipeline`` over it need), ``bertfit.json`` (the card, with an ``export`` entry) and ``metrics.json``.
+:func:`bertfit.model.load_classifier` opens it as an :class:`~bertfit.onnx_model.OnnxClassifier`, which predicts
+like a :class:`~bertfit.model.TextClassifier`.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def export_onnx(
             _quantize_int8(staging / ONNX_FILE)
         with quiet_transformers():
             clf.tokenizer_.save_pretrained(staging)
+            clf.model_.config.save_pretrained(staging)  # config.json: id2label, model_type, sizes
         card = replace(clf.card, export={"format": "onnx", "quantize": quantize, "opset": OPSET})
         write_model_files(staging, card, clf.metrics)
         result = {

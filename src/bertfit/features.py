@@ -304,19 +304,29 @@ def suggest_max_length(lengths: np.ndarray, limit: int) -> int:
 def choose_max_length(lengths: Sequence[int], limit: int, long_text: str = "truncate") -> int:
     """The 99th percentile of the token counts ``lengths`` (of texts cut at ``limit``), rounded up to a multiple of 8,
     at most ``limit`` (and at most ``CHUNK_MAX_LENGTH`` when ``long_text`` is "chunk": the window size); logs the
-    choice and how many texts it truncates or splits."""
+    choice and how many texts it truncates or splits.
+
+    A text cut at ``limit`` counts ``limit`` tokens whatever its true length, so when the choice is ``limit`` itself
+    the texts that reach it are the ones counted as longer (a text of exactly ``limit`` tokens, counted too, is rare).
+
+    >>> choose_max_length([10] * 90 + [64] * 10, 64, "chunk")  # 10 texts reach the limit: split into windows
+    64
+    """
     lengths = np.asarray(lengths, dtype=np.int64)
     cap = limit if long_text == "truncate" else min(limit, CHUNK_MAX_LENGTH)
     chosen = suggest_max_length(lengths, cap)
-    longer = int((lengths > chosen).sum())
+    at_limit = chosen >= limit  # the cut hides how far past the limit a text runs
+    longer = int((lengths >= limit).sum() if at_limit else (lengths > chosen).sum())
+    p99 = float(np.percentile(lengths, 99)) if len(lengths) else 0.0
     logger.info(
-        "max_length %d: the 99th percentile of training token counts (%.0f), capped at %s; %d training texts "
-        "(%.1f%%) are %s (set --max-length to change)",
+        "max_length %d: the 99th percentile of training token counts (%s), capped at %s; %d training texts "
+        "(%.1f%%) %s %s (set --max-length to change)",
         chosen,
-        float(np.percentile(lengths, 99)),
+        f"{limit} or more: texts were cut there" if at_limit and p99 >= limit else f"{p99:.0f}",
         f"the model limit {limit}" if cap == limit else f"{cap} with long_text chunk",
         longer,
-        100 * longer / len(lengths),
+        100 * longer / max(len(lengths), 1),
+        f"reach the model limit of {limit} tokens and are" if at_limit else "are",
         "truncated" if long_text == "truncate" else "split into windows",
     )
     return chosen

@@ -26,7 +26,7 @@ from .metrics import (
     compute_metrics,
     majority_label,
     multi_label_metrics,
-    tune_threshold,
+    tune_binary_threshold,
     tune_thresholds,
 )
 
@@ -104,7 +104,12 @@ def tune_decision(
     decision: DecisionRule, objective: str, y_true: list, probs: np.ndarray
 ) -> tuple[DecisionRule, ThresholdTuning | None]:
     """The decision with its threshold(s) tuned on ``probs`` for ``objective`` (see ``--threshold-metric``), and how;
-    ``decision`` as it is when there is nothing to tune (``objective`` none, or several classes)."""
+    ``decision`` as it is when there is nothing to tune (``objective`` none, or several classes).
+
+    A binary threshold stays at 0.5 (saved as 0.5: the most probable label) when validation is too small or the
+    tuned one does not beat 0.5 by more than the noise (see :func:`bertfit.metrics.tune_binary_threshold`); the log
+    says why.
+    """
     if objective == "none" or not (decision.multi_label or decision.positive_label is not None):
         return decision, None
     untuned = decision.untuned().predict(probs)  # the most probable label, or each label at probability 0.5
@@ -113,19 +118,30 @@ def tune_decision(
         return _tune_per_label(decision, objective, y_true, probs, untuned, labels)
     positive = decision.positive_label
     scores = probs[:, labels.index(positive)]  # (n_validation,)
-    threshold, value = tune_threshold([label == positive for label in y_true], scores, objective)
+    threshold, value, kept_half = tune_binary_threshold([label == positive for label in y_true], scores, objective)
     at_half = compute_metrics(y_true, untuned, labels, positive)
-    logger.info(
-        "decision threshold %.4f on P(%s), tuned on validation for %s (%.4f); at 0.5: F1 %.4f, precision %.4f, "
-        "recall %.4f (set --threshold-metric none to keep 0.5)",
-        threshold,
-        positive,
-        objective,
-        value,
-        at_half["f1"],
-        at_half["precision"],
-        at_half["recall"],
-    )
+    if kept_half:
+        logger.info(
+            "decision threshold kept at 0.5 on P(%s) (the most probable label): %s; at 0.5: F1 %.4f, precision %.4f, "
+            "recall %.4f",
+            positive,
+            kept_half,
+            at_half["f1"],
+            at_half["precision"],
+            at_half["recall"],
+        )
+    else:
+        logger.info(
+            "decision threshold %.4f on P(%s), tuned on validation for %s (%.4f); at 0.5: F1 %.4f, precision %.4f, "
+            "recall %.4f (set --threshold-metric none to keep 0.5)",
+            threshold,
+            positive,
+            objective,
+            value,
+            at_half["f1"],
+            at_half["precision"],
+            at_half["recall"],
+        )
     tuning = ThresholdTuning(objective, {k: at_half[k] for k in _BINARY_AT_HALF}, value=value)
     return replace(decision, threshold=threshold), tuning
 
