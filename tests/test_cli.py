@@ -147,3 +147,111 @@ def test_bad_options_and_model(tmp_path, sentiment_csv):
         "ConfigError",
         "class_weights name labels ['spam']",
     )
+
+
+def _boom(*args, **kwargs):
+    raise RuntimeError("index 66 is out of bounds for dimension 1 with size 66\nsecond line")
+
+
+def test_an_internal_error_is_one_line_with_the_traceback_in_a_log(trained_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("bertfit.model.load_classifier", _boom)
+    log = tmp_path / "bertfit.log"
+    result = runner.invoke(app, ["predict", str(trained_dir), "good"], env={"BERTFIT_LOG": str(log)})
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"InternalError: RuntimeError: index 66 is out of bounds for dimension 1 with size 66 (the traceback is in "
+        f"{log})\n"
+    )
+    assert "Traceback (most recent call last)" in log.read_text() and "in _boom" in log.read_text()
+
+    result = runner.invoke(app, ["--verbose", "predict", str(trained_dir), "good"], env={"BERTFIT_LOG": str(log)})
+    assert result.exit_code == 1 and "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("InternalError: RuntimeError: index 66")
+    assert log.read_text().count("Traceback (most recent call last)") == 2  # appended
+
+    # Without $BERTFIT_LOG: a file of its own under ~/.cache/bertfit/logs.
+    result = runner.invoke(app, ["predict", str(trained_dir), "good"], env={"HOME": str(tmp_path), "BERTFIT_LOG": ""})
+    (written,) = (tmp_path / ".cache" / "bertfit" / "logs").glob("bertfit-*.log")
+    assert result.exit_code == 1 and f"(the traceback is in {written})" in result.stderr
+
+
+def test_bertfit_errors_keep_their_exit_codes(trained_dir, monkeypatch):
+    from bertfit.exceptions import ModelError, TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted("stopped by SIGTERM at step 3", exit_code=143)
+
+    monkeypatch.setattr("bertfit.model.load_classifier", interrupted)
+    result = run("predict", trained_dir, "good")
+    assert result.exit_code == 143 and result.stderr == "TrainingInterrupted: stopped by SIGTERM at step 3\n"
+
+    def missing(*args, **kwargs):
+        raise ModelError("no such model")
+
+    monkeypatch.setattr("bertfit.model.load_classifier", missing)
+    assert run("--verbose", "predict", trained_dir, "good").stderr == "ModelError: no such model\n"
+
+
+def test_log_level_option(trained_dir, sentiment_csv, tmp_path):
+    out = tmp_path / "out.csv"
+    result = run("--log-level", "debug", "predict", trained_dir, "--input", sentiment_csv, "--output", out)
+    assert result.exit_code == 0 and "predicted 120 rows" in result.stderr
+    result = run(
+        "--log-level", "warning", "predict", trained_dir, "--input", sentiment_csv, "--output", out, "--overwrite"
+    )
+    assert result.exit_code == 0 and "predicted 120 rows" not in result.stderr
+    result = run("--log-level", "loud", "predict", trained_dir, "good")
+    assert result.exit_code == 2 and "loud" in result.output
+
+
+def _piped(*args, stdin: str):
+    return runner.invoke(app, [str(a) for a in args], input=stdin, env={"COLUMNS": "200"})
+
+
+def test_predict_reads_stdin_and_writes_stdout_in_order(trained_dir, sentiment_csv):
+    # More lines than a stdin chunk (256), of lengths that sort differently: rows must still come out in input order.
+    texts = [("the film was very " * (i % 7)) + ("superb" if i % 2 else "awful") for i in range(600)]
+    result = _piped("predict", trained_dir, "-", stdin="\n".join(texts) + "\n")
+    assert result.exit_code == 0, result.output
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [line[2] for line in lines] == texts and {line[0] for line in lines} <= {"pos", "neg"}
+
+    jsonl = "".join(json.dumps({"text": text, "id": i}) + "\n" for i, text in enumerate(texts[:5]))
+    result = _piped("predict", trained_dir, "--input", "-", stdin=jsonl)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert list(rows[0]) == ["text", "label", "score", "prob_neg", "prob_pos"]
+    assert [row["text"] for row in rows] == texts[:5]
+
+    result = _piped("predict", trained_dir, "-", "--json", stdin="the film was superb\n\nthe plot is really awful\n")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["text"] for row in rows] == ["the film was superb", "", "the plot is really awful"]
+    assert set(rows[0]) == {"text", "label", "score", "prob_neg", "prob_pos"} and rows[0]["label"] == "pos"
+    assert rows[0]["score"] == max(rows[0]["prob_neg"], rows[0]["prob_pos"])
+
+
+def test_predict_input_without_output_writes_stdout(trained_dir, sentiment_csv):
+    result = run("predict", trained_dir, "--input", sentiment_csv)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert [row["text"] for row in rows] == [text for text, _ in sentiment_rows()]
+    for flags in (["--json"], ["--json", "--output", "-"]):
+        result = run("predict", trained_dir, "--input", sentiment_csv, *flags)
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == [t for t, _ in sentiment_rows()]
+    result = run("predict", trained_dir, "the film was superb", "--json")
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["label"] == "pos" and row["text"] == "the film was superb"
+
+
+def test_bad_stdin_and_predict_options(trained_dir, tmp_path):
+    result = _piped("predict", trained_dir, "-", stdin='{"text": "good"}\nnot json\n')
+    _expect_error(result, "DataError", "stdin line 2 is not JSON")
+    result = _piped("predict", trained_dir, "-", stdin='{"body": "good"}\n')
+    _expect_error(result, "DataError", "stdin line 1 has no 'text' field (found ['body']); pass --text-column")
+    result = _piped("predict", trained_dir, "-", "--text-column", "body", stdin='{"body": "good"}\n')
+    assert result.exit_code == 0 and result.stdout.endswith("\tgood\n")
+    result = runner.invoke(app, ["predict", str(trained_dir), "-"], input=b"caf\xe9\n")
+    _expect_error(result, "DataError", "stdin is not valid utf-8")
+    _expect_error(run("predict", trained_dir, "good", "--output", tmp_path / "x.csv"), "ConfigError", "--output takes")
+    _expect_error(run("predict", trained_dir, "good", "--input", tmp_path / "x.csv"), "ConfigError", "give texts")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import sys
+from types import SimpleNamespace
 
 from conftest import write_csv
 
 from bertfit import TextClassifier, predict_file
+from bertfit.predict import stdin_chunks
 
 
 def test_streaming_prediction_keeps_the_input_order(trained_dir, tmp_path):
@@ -24,3 +28,44 @@ def test_streaming_prediction_keeps_the_input_order(trained_dir, tmp_path):
     assert predict_file(clf, source, tmp_path / "out.csv", chunk_size=50) == 50
     with open(tmp_path / "out.csv", newline="") as handle:
         assert [row["text"] for row in csv.DictReader(handle)] == texts
+
+
+class _LazyLines(io.RawIOBase):
+    """A stdin of a million lines made as they are read, counting the bytes handed out."""
+
+    def __init__(self, lines: int = 1_000_000) -> None:
+        self.lines, self.next, self.bytes_read, self.pending = lines, 0, 0, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while len(self.pending) < len(buffer) and self.next < self.lines:
+            self.pending += f"text {self.next}\n".encode()
+            self.next += 1
+        size = min(len(buffer), len(self.pending))
+        buffer[:size], self.pending = self.pending[:size], self.pending[size:]
+        self.bytes_read += size
+        return size
+
+
+def test_stdin_is_read_in_chunks_as_it_arrives(monkeypatch):
+    raw = _LazyLines()
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BufferedReader(raw)))
+    chunks = stdin_chunks(chunk_size=100)
+    assert next(chunks) == [f"text {i}" for i in range(100)]
+    assert next(chunks)[0] == "text 100"
+    assert raw.bytes_read < 64 * 1024  # of about 12 MB: memory stays flat
+
+
+def test_predict_file_from_stdin_to_a_file_and_to_stdout(trained_dir, tmp_path, monkeypatch, capsys):
+    clf = TextClassifier.from_pretrained(trained_dir)
+    texts = ["the film was superb", "", "the plot is really awful"]
+    stdin = "".join(json.dumps({"text": t}) + "\r\n" for t in texts).encode()  # CRLF line ends too
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(stdin)))
+    assert predict_file(clf, "-", tmp_path / "out.jsonl") == 3
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["text"] for row in rows] == texts and rows[0]["label"] == clf.predict(texts[0])
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO("\n".join(texts).encode())))
+    assert predict_file(clf, "-", "-", output_format="jsonl") == 3
+    assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == texts

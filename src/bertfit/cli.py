@@ -1,15 +1,24 @@
 """The ``bertfit`` command line: each command reads options, makes one library call and prints the result.
 
-Errors of bertfit (``BertfitError``) print as ``ErrorName: message`` on stderr with exit code 2, no traceback.
+Errors of bertfit (``BertfitError``) print as ``ErrorName: message`` on stderr with exit code 2, no traceback. Any
+other exception is a bug: one ``InternalError: Type: message`` line and exit code 1, its traceback written to the
+error log (``$BERTFIT_LOG``, else ``~/.cache/bertfit/logs/``) and, with ``--verbose``, to stderr.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import enum
 import functools
 import json
 import logging
 import os
+import platform
+import shlex
 import sys
+import time
+import traceback
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
@@ -45,7 +54,8 @@ def _given(ctx: typer.Context) -> set[str]:
 
 def _errors(command):
     """Turn a BertfitError into 'ErrorName: message' on stderr and exit code 2 (an interrupted training: 130 for
-    SIGINT, 143 for SIGTERM)."""
+    SIGINT, 143 for SIGTERM), and any other exception into one 'InternalError: ...' line and exit code 1, with the
+    traceback in the error log."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -55,8 +65,78 @@ def _errors(command):
         except BertfitError as err:
             typer.echo(f"{type(err).__name__}: {err}", err=True)
             raise typer.Exit(getattr(err, "exit_code", 2)) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, with SIGPIPE's exit code
+            _drop_stdout()
+            raise typer.Exit(141) from None
+        except Exception as err:
+            _report_internal_error(err)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _report_internal_error(err: Exception) -> None:
+    trace = traceback.format_exc()
+    path = _write_error_log(trace)
+    if _global["verbose"] or path is None:
+        typer.echo(trace.rstrip(), err=True)
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    where = f"the traceback is in {path}" if path else "the traceback is above"
+    typer.echo(f"InternalError: {type(err).__name__}{': ' if message else ''}{message} ({where})", err=True)
+
+
+def _error_log_path() -> Path:
+    """Where the CLI writes an internal error's traceback: ``$BERTFIT_LOG`` (appended to), else
+    ``~/.cache/bertfit/logs/bertfit-<UTC time>-<pid>.log``."""
+    if os.environ.get("BERTFIT_LOG"):
+        return Path(os.environ["BERTFIT_LOG"]).expanduser()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Path.home() / ".cache" / "bertfit" / "logs" / f"bertfit-{stamp}-{os.getpid()}.log"
+
+
+def _write_error_log(trace: str) -> Path | None:
+    # The command, versions, this run's recent bertfit log lines and the traceback; None when it cannot be written.
+    path = _error_log_path()
+    lines = list(_recent_lines().lines)
+    header = f"bertfit {__version__}, Python {platform.python_version()}, {platform.platform()}"
+    text = f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {header}\n$ {shlex.join(sys.argv)}\n"
+    text += "".join(f"{line}\n" for line in lines) + trace + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError:
+        return None
+    return path
+
+
+def _drop_stdout() -> None:
+    # Point stdout at /dev/null, so that the interpreter's final flush does not fail on the closed pipe again.
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no real descriptor (a test runner's capture)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+class _RecentLines(logging.Handler):
+    """The last log lines of this command, for the error log."""
+
+    def __init__(self, capacity: int = 500) -> None:
+        super().__init__()
+        self.lines: collections.deque[str] = collections.deque(maxlen=capacity)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _recent_lines() -> _RecentLines:
+    logger = logging.getLogger("bertfit")
+    recent = next((h for h in logger.handlers if isinstance(h, _RecentLines)), None)
+    if recent is None:
+        recent = _RecentLines()
+        logger.addHandler(recent)
+    return recent
 
 
 class _TqdmHandler(logging.Handler):
@@ -73,9 +153,24 @@ def _setup_logging() -> None:
     logger = logging.getLogger("bertfit")
     if not any(isinstance(h, _TqdmHandler) for h in logger.handlers):
         logger.addHandler(_TqdmHandler())
+    _recent_lines().lines.clear()  # this command's lines only
+    level = logging.getLevelName(_global["log_level"].upper())
     # Under torchrun / accelerate launch only rank 0 reports progress; the others log warnings only.
-    logger.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+    logger.setLevel(level if os.environ.get("RANK", "0") == "0" else max(level, logging.WARNING))
     logger.propagate = False
+
+
+class LogLevel(str, enum.Enum):
+    """The levels of ``--log-level``."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+# The global options of this invocation (set by the callback, which runs before every command).
+_global: dict = {"verbose": False, "log_level": "info"}
 
 
 def _version(value: bool) -> None:
@@ -89,8 +184,22 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", help="Print the traceback of an internal error on stderr too (it always goes to the log)."
+        ),
+    ] = False,
+    log_level: Annotated[
+        LogLevel, typer.Option("--log-level", help="The least severe bertfit log lines shown on stderr.")
+    ] = LogLevel.info,
 ) -> None:
-    """Fine-tune BERT-family encoders for text classification: train, evaluate and predict."""
+    """Fine-tune BERT-family encoders for text classification: train, evaluate and predict.
+
+    An internal error (a bug, not bad input) prints one InternalError line, exits with code 1 and writes its
+    traceback to $BERTFIT_LOG, else ~/.cache/bertfit/logs/bertfit-<time>-<pid>.log.
+    """
+    _global.update(verbose=verbose, log_level=log_level.value)
 
 
 DataOpt = Annotated[
@@ -175,6 +284,7 @@ def train(
     stride: Annotated[int | None, _option("stride", "--stride")] = None,
     aggregate: Annotated[str, _option("aggregate", "--aggregate")] = _DEFAULT["aggregate"],
     max_windows: Annotated[int, _option("max_windows", "--max-windows")] = _DEFAULT["max_windows"],
+    window_sampling: Annotated[str, _option("window_sampling", "--window-sampling")] = _DEFAULT["window_sampling"],
     seed: Annotated[int, _option("seed", "--seed")] = _DEFAULT["seed"],
     val_size: Annotated[float, _option("val_size", "--val-size")] = _DEFAULT["val_size"],
     metric_for_best_model: Annotated[str, _option("metric_for_best_model", "--metric")] = _DEFAULT[
@@ -269,28 +379,53 @@ def evaluate(
     typer.echo(json.dumps(metrics, indent=2) if as_json else format_metrics(metrics))
 
 
+PredictInputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--input",
+        help="File of texts to classify (any format --data takes; only the text column is needed); - reads stdin: "
+        "one text per line, or JSONL when its first line is a JSON object.",
+    ),
+]
+PredictOutputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        help="Where the predictions go: .csv or .jsonl with text, label, score and prob_<label> columns "
+        "(multi-label models: text, labels and prob_<label>); - or none with --input: CSV on stdout.",
+    ),
+]
+PredictJsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print one JSON object per text (the rows of a .jsonl output) instead of lines or CSV."
+    ),
+]
+PredictLabelSepOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--label-sep",
+        help="Joins a multi-label model's predicted labels in CSV output and printed lines; default: the separator "
+        "it was trained with, else ';'.",
+    ),
+]
+
+
 @app.command()
 @_errors
 def predict(
     model_dir: Annotated[
         Path, typer.Argument(help="A model directory written by 'bertfit train', or an export of 'bertfit export'.")
     ],
-    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
-    input_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--input", help="File of texts to classify (any format --data takes; only the text column is needed)."
-        ),
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="Texts to classify; a single - reads them from stdin.")
     ] = None,
-    output_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            help="Where --input's predictions go: .csv or .jsonl with text, label, score and prob_<label> columns "
-            "(multi-label models: text, labels and prob_<label>).",
-        ),
-    ] = None,
-    text_column: Annotated[str, typer.Option("--text-column", help="Column of --input holding the texts.")] = "text",
+    input_file: PredictInputOpt = None,
+    output_file: PredictOutputOpt = None,
+    as_json: PredictJsonOpt = False,
+    text_column: Annotated[
+        str, typer.Option("--text-column", help="Column of --input (field of JSONL stdin) holding the texts.")
+    ] = "text",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
     num_workers: Annotated[
         int,
@@ -300,51 +435,37 @@ def predict(
     ] = 1,
     precision: PredictPrecisionOpt = "auto",
     allow_pickle: AllowPickleOpt = False,
-    label_sep: Annotated[
-        str | None,
-        typer.Option(
-            "--label-sep",
-            help="Joins a multi-label model's predicted labels in CSV output and printed lines; default: the "
-            "separator it was trained with, else ';'.",
-        ),
-    ] = None,
+    label_sep: PredictLabelSepOpt = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
     quiet: QuietOpt = False,
 ) -> None:
-    """Predict labels of texts given as arguments, or of a whole file (--input/--output).
+    """Predict labels of texts given as arguments (- : from stdin), or of a whole file (--input, --output).
 
     Printed lines are label, probability and text, tab-separated; for a multi-label model the predicted labels and
-    their probabilities, each joined by --label-sep (both empty when no label reaches its threshold).
+    their probabilities, each joined by --label-sep (both empty when no label reaches its threshold). --input
+    without --output (or with --output -) writes CSV to stdout, JSONL with --json. Rows keep the input order.
     """
     from .exceptions import ConfigError
     from .model import load_classifier
-    from .predict import label_separator, predict_file
+    from .predict import STDIO, predict_file, prediction_lines, stdin_chunks
 
-    if bool(input_file) != bool(output_file) or (input_file and texts) or not (input_file or texts):
-        raise ConfigError("give texts as arguments, or both --input FILE and --output FILE")
+    from_stdin = texts == [STDIO]
+    if (input_file and texts) or not (input_file or texts):
+        raise ConfigError("give texts as arguments (- reads them from stdin), or --input FILE (- for stdin)")
+    if output_file and not (input_file or from_stdin):
+        raise ConfigError("--output takes the predictions of --input FILE (or of - : texts from stdin)")
     clf = load_classifier(model_dir, precision=precision, allow_pickle=allow_pickle)
-    if input_file:
-        count = predict_file(
-            clf,
-            input_file,
-            output_file,
-            text_column=text_column,
-            sep=sep,
-            encoding=encoding,
-            overwrite=overwrite,
-            num_workers=num_workers,
-            label_sep=label_sep,
-        )
-        typer.echo(f"wrote {count} predictions to {output_file}")
+    if input_file or output_file:  # a table, CSV or JSONL, to a file or stdout
+        read = {"text_column": text_column, "sep": sep, "encoding": encoding, "num_workers": num_workers}
+        write = {"output_format": "jsonl" if as_json else "csv", "overwrite": overwrite, "label_sep": label_sep}
+        count = predict_file(clf, input_file or STDIO, output_file, **read, **write)
+        if output_file is not None and str(output_file) != STDIO:
+            typer.echo(f"wrote {count} predictions to {output_file}")
         return
-    joiner = label_sep or label_separator(clf)
-    for row in clf.prediction_rows(list(texts)):
-        if clf.multi_label:
-            scores = joiner.join(f"{row[f'prob_{label}']:.4f}" for label in row["labels"])
-            typer.echo(f"{joiner.join(row['labels'])}\t{scores}\t{row['text']}")
-        else:
-            typer.echo(f"{row['label']}\t{row['score']:.4f}\t{row['text']}")
+    chunks = stdin_chunks(text_column, encoding=encoding) if from_stdin else [list(texts)]
+    for line in prediction_lines(clf, chunks, as_json=as_json, label_sep=label_sep, num_workers=num_workers):
+        typer.echo(line)
 
 
 @app.command()

@@ -1,18 +1,23 @@
-"""Prediction over files: stream the input in chunks, write label, score and class probabilities in input order.
+"""Prediction over files and pipes: stream the input in chunks, write label, score and class probabilities in input
+order.
 
-A multi-label model's rows hold ``labels`` (the predicted label set) instead of ``label`` and ``score``.
+A multi-label model's rows hold ``labels`` (the predicted label set) instead of ``label`` and ``score``. ``-`` names
+stdin as an input (one text per line, or JSONL) and stdout as an output.
 """
 
 from __future__ import annotations
 
 import collections
 import csv
+import io
 import json
 import logging
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 from .data import iter_text_chunks
 from .exceptions import DataError, OutputExistsError
@@ -20,12 +25,22 @@ from .files import atomic_file
 from .model import load_classifier
 from .predictor import Predictor
 
-__all__ = ["predict_file", "label_separator", "BatchPredictor"]
+__all__ = [
+    "predict_file",
+    "predicted_chunks",
+    "prediction_lines",
+    "stdin_chunks",
+    "label_separator",
+    "BatchPredictor",
+    "STDIO",
+]
 
 logger = logging.getLogger(__name__)
 
 _OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _WORKER_CHUNK_SIZE = 1024
+STDIN_CHUNK_SIZE = 256  # texts from stdin are predicted (and their rows written) this many at a time, or at its end
+STDIO = "-"  # the file name of stdin (input) and stdout (output)
 DEFAULT_LABEL_SEP = ";"
 
 
@@ -67,7 +82,7 @@ class BatchPredictor:
 def predict_file(
     classifier: Predictor,
     input_path: str | Path,
-    output_path: str | Path,
+    output_path: str | Path | None,
     *,
     text_column: str = "text",
     sep: str | None = None,
@@ -76,6 +91,7 @@ def predict_file(
     overwrite: bool = False,
     num_workers: int = 1,
     label_sep: str | None = None,
+    output_format: str = "csv",
 ) -> int:
     """Predict every text of ``input_path`` and write its prediction rows (see
     :meth:`bertfit.predictor.Predictor.prediction_rows`) to ``output_path``.
@@ -86,6 +102,9 @@ def predict_file(
     model's ``labels`` are a list in JSONL and one cell joined by ``label_sep`` in CSV (default: the separator the
     model was trained with, else ``";"``).
 
+    ``input_path`` ``"-"`` reads the texts from stdin (see :func:`stdin_chunks`); ``output_path`` ``"-"`` or None
+    writes to stdout in ``output_format`` (``"csv"`` or ``"jsonl"``), a chunk at a time as each is predicted.
+
     Returns:
         The number of rows written.
 
@@ -93,6 +112,13 @@ def predict_file(
         DataError: The input cannot be read or the output format is unknown.
         OutputExistsError: ``output_path`` exists and ``overwrite`` is False.
     """
+    if num_workers > 1:  # small tasks keep every worker busy and need little buffering to keep the order
+        chunk_size = min(chunk_size, _WORKER_CHUNK_SIZE)
+    if output_path is None or str(output_path) == STDIO:
+        if output_format not in _OUTPUT_FORMATS.values():
+            raise DataError(f"unknown output format {output_format!r}; use csv or jsonl")
+        chunks = _text_chunks(input_path, text_column, sep, encoding, chunk_size)
+        return _write_rows(classifier, chunks, sys.stdout, output_format, label_sep, num_workers, lineterminator="\n")
     output_path = Path(output_path)
     kind = _OUTPUT_FORMATS.get(output_path.suffix.lower())
     if kind is None:
@@ -101,33 +127,142 @@ def predict_file(
         raise OutputExistsError(
             f"output file {output_path} already exists; pass --overwrite or choose another --output"
         )
-    rows_written = 0
     with atomic_file(output_path, newline="") as handle:
-        predicted = ["labels"] if classifier.multi_label else ["label", "score"]
-        fields = ["text", *predicted] + [f"prob_{label}" for label in classifier.labels]
-        joiner = label_sep or label_separator(classifier)
-        writer = csv.DictWriter(handle, fieldnames=fields) if kind == "csv" else None
+        chunks = _text_chunks(input_path, text_column, sep, encoding, chunk_size)
+        return _write_rows(classifier, chunks, handle, kind, label_sep, num_workers)
+
+
+def _text_chunks(input_path, text_column: str, sep, encoding: str, chunk_size: int) -> Iterator[list[str]]:
+    if str(input_path) == STDIO:
+        return stdin_chunks(text_column, encoding=encoding, chunk_size=min(chunk_size, STDIN_CHUNK_SIZE))
+    return iter_text_chunks(input_path, text_column, sep=sep, encoding=encoding, chunk_size=chunk_size)
+
+
+def _write_rows(
+    classifier: Predictor,
+    chunks: Iterable[list[str]],
+    handle: TextIO,
+    kind: str,
+    label_sep: str | None,
+    num_workers: int,
+    lineterminator: str = "\r\n",
+) -> int:
+    # The rows of every chunk, in input order, as CSV (header first) or JSONL; flushed after each chunk.
+    predicted = ["labels"] if classifier.multi_label else ["label", "score"]
+    fields = ["text", *predicted] + [f"prob_{label}" for label in classifier.labels]
+    joiner = label_sep or label_separator(classifier)
+    writer = csv.DictWriter(handle, fieldnames=fields, lineterminator=lineterminator) if kind == "csv" else None
+    if writer is not None:
+        writer.writeheader()
+    rows_written = 0
+    for rows in predicted_chunks(classifier, chunks, num_workers):
         if writer is not None:
-            writer.writeheader()
-        if num_workers > 1:  # small tasks keep every worker busy and need little buffering to keep the order
-            chunk_size = min(chunk_size, _WORKER_CHUNK_SIZE)
-        chunks = iter_text_chunks(input_path, text_column, sep=sep, encoding=encoding, chunk_size=chunk_size)
-        for rows in _predicted_chunks(classifier, chunks, num_workers):
-            if writer is not None:
-                writer.writerows(_joined(rows, joiner) if classifier.multi_label else rows)
-            else:
-                handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-            rows_written += len(rows)
-            logger.info("predicted %d rows", rows_written)
+            writer.writerows(_joined(rows, joiner) if classifier.multi_label else rows)
+        else:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        handle.flush()
+        rows_written += len(rows)
+        logger.info("predicted %d rows", rows_written)
     return rows_written
+
+
+def stdin_chunks(
+    text_column: str = "text", *, encoding: str = "utf-8", chunk_size: int = STDIN_CHUNK_SIZE
+) -> Iterator[list[str]]:
+    """The texts of stdin in chunks of at most ``chunk_size``, in order, read as they arrive.
+
+    The first line decides the format: a JSON object makes stdin JSONL (one object per line, the text in its
+    ``text_column`` field; blank lines skipped); anything else makes it plain text, one text per line (a blank line
+    is an empty text, so that every line gets an output row).
+
+    Raises:
+        DataError: Stdin is not in ``encoding``, or a JSONL line is not an object with a string ``text_column``.
+    """
+    stream = io.TextIOWrapper(sys.stdin.buffer, encoding=encoding, newline=None)  # \r\n and \r end lines too
+    try:
+        chunk: list[str] = []
+        jsonl = None
+        for number, line in enumerate(_decoded_lines(stream, encoding), start=1):
+            line = line.removesuffix("\n")
+            if jsonl is None:
+                jsonl = _is_json_object(line)
+            if jsonl and not line.strip():
+                continue
+            chunk.append(_jsonl_text(line, text_column, number) if jsonl else line)
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+    finally:
+        stream.detach()  # leave sys.stdin's buffer open
+
+
+def _decoded_lines(stream: TextIO, encoding: str) -> Iterator[str]:
+    try:
+        # Lines by readline: `yield from stream` would close the stream (and stdin) when this generator is closed.
+        yield from iter(stream.readline, "")
+    except UnicodeDecodeError as err:
+        raise DataError(f"stdin is not valid {encoding} ({err.reason} at byte {err.start}); pass --encoding") from None
+
+
+def _is_json_object(line: str) -> bool:
+    if not line.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _jsonl_text(line: str, text_column: str, number: int) -> str:
+    where = f"stdin line {number}"
+    try:
+        value = json.loads(line)
+    except ValueError as err:
+        raise DataError(f"{where} is not JSON ({err}); stdin is JSONL because its first line is") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{where} is not a JSON object; stdin is JSONL because its first line is one")
+    if text_column not in value:
+        raise DataError(f"{where} has no {text_column!r} field (found {sorted(value)}); pass --text-column")
+    text = value[text_column]
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return str(text)  # as the file readers read numbers: their digits
+    if text is not None and not isinstance(text, str):
+        raise DataError(f"{where}: {text_column!r} holds a {type(text).__name__}, not a text")
+    return text or ""
+
+
+def prediction_lines(
+    classifier: Predictor,
+    chunks: Iterable[list[str]],
+    *,
+    as_json: bool = False,
+    label_sep: str | None = None,
+    num_workers: int = 1,
+) -> Iterator[str]:
+    """One printable line per text, in input order: label, score and text tab-separated (multi-label: the labels
+    and their probabilities, each joined by ``label_sep``), or with ``as_json`` the JSON object of the text's
+    prediction row (the row a ``.jsonl`` output holds)."""
+    joiner = label_sep or label_separator(classifier)
+    for rows in predicted_chunks(classifier, chunks, num_workers):
+        for row in rows:
+            if as_json:
+                yield json.dumps(row, ensure_ascii=False)
+            elif classifier.multi_label:
+                scores = joiner.join(f"{row[f'prob_{label}']:.4f}" for label in row["labels"])
+                yield f"{joiner.join(row['labels'])}\t{scores}\t{row['text']}"
+            else:
+                yield f"{row['label']}\t{row['score']:.4f}\t{row['text']}"
 
 
 def _joined(rows: list[dict], label_sep: str) -> list[dict]:
     return [{**row, "labels": label_sep.join(row["labels"])} for row in rows]
 
 
-def _predicted_chunks(classifier: Predictor, chunks: Iterable[list[str]], num_workers: int) -> Iterator[list]:
-    """The prediction rows of each chunk, in order; computed by ``num_workers`` processes when it is above 1."""
+def predicted_chunks(classifier: Predictor, chunks: Iterable[list[str]], num_workers: int) -> Iterator[list]:
+    """The prediction rows of each chunk of texts, in order; computed by ``num_workers`` processes when it is above 1
+    (at most ``2 * num_workers`` chunks in flight, so memory stays flat)."""
     if num_workers <= 1:
         yield from (classifier.prediction_rows(texts) for texts in chunks)
         return
