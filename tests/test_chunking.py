@@ -49,6 +49,7 @@ def chunk_dir(tiny_model_dir, tmp_path_factory):
         output_dir=str(out),
         long_text="chunk",
         max_length=WINDOW,
+        max_windows=8,  # several windows of a long text train
         stride=STRIDE,
         **TINY_TRAINING,
     )
