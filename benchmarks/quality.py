@@ -66,12 +66,16 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=list(SPECS), choices=list(SPECS))
     parser.add_argument("--no-baselines", action="store_true", help="train with --no-baselines (no baseline rows)")
     parser.add_argument("--histories", type=Path, help="write each run's evaluation history to DIR/NAME.json")
+    parser.add_argument("--seed", type=int, default=None, help="bertfit's seed (default: TrainConfig's, 42)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(f"{platform.node()} | torch {torch.__version__} | {torch.get_num_threads()} threads | bertfit defaults\n")
     lines = []
     for name in args.datasets:
-        lines.extend(_run(name, SPECS[name], baselines=not args.no_baselines, history_dir=args.histories))
+        spec = SPECS[name]
+        if args.seed is not None:
+            spec = Spec(**{**spec.__dict__, "options": {**(spec.options or {}), "seed": args.seed}})
+        lines.extend(_run(name, spec, baselines=not args.no_baselines, history_dir=args.histories))
         print("\n".join(lines[-3:]), flush=True)  # as each dataset finishes
     header = f"{'dataset':<15}{'model':<28}{'accuracy':>9}{'macro-F1':>10}{'extra':>16}{'seconds':>9}  target"
     print("\n" + header + "\n" + "-" * (len(header) + 30))
@@ -107,7 +111,8 @@ def _run(name: str, spec: Spec, baselines: bool, history_dir: Path | None = None
     if history_dir is not None:
         keys = ("history", "best", "setup_seconds", "train_seconds", "max_length", "long_text", "timings")
         record = {"dataset": name, "seconds": seconds, **{k: info.get(k) for k in keys}}
-        (history_dir / f"{name}.json").write_text(json.dumps(record, indent=1, default=str))
+        suffix = f"-seed{spec.options['seed']}" if spec.options and "seed" in spec.options else ""
+        (history_dir / f"{name}{suffix}.json").write_text(json.dumps(record, indent=1, default=str))
     tfidf = results.get("tfidf_logreg", {}).get("metrics", {}).get("macro_f1")
     lines = []
     for model, result in results.items():

@@ -56,3 +56,43 @@ def test_training_with_a_token_budget_takes_one_step_per_budget_batch(tiny_confi
     lengths = [len(ids) for ids in clf.tokenizer_(data.texts)["input_ids"]]
     assert clf.info_["schedule"]["optimizer_steps"] == 2 * len(budget_batch_sizes(sorted(lengths), 64))
     assert clf.info_["padding_share"] < 0.1
+
+
+def test_length_grouped_batches_never_truncate_a_window(tiny_model_dir):
+    from bertfit.backbone import load_tokenizer
+    from bertfit.batching import length_grouped_batches
+    from bertfit.features import Windowing, encode
+    from bertfit.trainer import Windows
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    rng = np.random.default_rng(0)
+    words = ["good", "bad", "film", "plot", "the", "was", "very"]
+    texts = [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 60, size=97)]
+    encoded = encode(tokenizer, texts, Windowing(64))
+    windows = Windows(encoded, np.zeros(len(encoded), dtype=np.int64), pad_id=tokenizer.pad_token_id)
+    seen = []
+    for indices in length_grouped_batches(windows.lengths, 8, seed=3):
+        batch = windows.batch(indices, "cpu")
+        for row, mask, i in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), indices):
+            ids = list(encoded.columns["input_ids"][i])
+            assert row[: len(ids)] == ids and sum(mask) == len(ids)  # every token of the window, in order
+            assert set(row[len(ids) :]) <= {tokenizer.pad_token_id}  # then padding only
+            seen.append(int(i))
+    assert sorted(seen) == list(range(len(encoded)))  # every window once per epoch
+
+
+@pytest.mark.slow
+def test_compiled_model_logits_equal_eager_within_bf16_tolerance(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()
+    compiled = torch.compile(model, dynamic=True)  # as trainer.py compiles it with --torch-compile
+    for length in (7, 19, 33):  # several padded shapes through the one dynamic graph
+        ids = torch.randint(5, model.config.vocab_size, (4, length))
+        mask = torch.ones_like(ids)
+        mask[0, length // 2 :] = 0
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            eager = model(input_ids=ids, attention_mask=mask).logits.float()
+            fast = compiled(input_ids=ids, attention_mask=mask).logits.float()
+        assert torch.allclose(fast, eager, atol=2e-2, rtol=2e-2), (fast - eager).abs().max()
