@@ -24,13 +24,13 @@ def _token_cache(tmp_path_factory):
         yield
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer, hidden-32 BERT with random weights and a hand-written WordPiece vocabulary."""
+def build_tiny_bert(path: Path, words=WORDS, chars: str = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'") -> Path:
+    """Save a 2-layer, hidden-32 BERT with random weights (seed 0) and the WordPiece vocabulary [PAD] [UNK] [CLS]
+    [SEP] [MASK], ``words``, ``chars`` to ``path``."""
+    import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    path = tmp_path_factory.mktemp("tiny-bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz0123456789.,!?'"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *chars]
     tokenizer = BertTokenizerFast(
         vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True, model_max_length=64
     )
@@ -42,12 +42,16 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         intermediate_size=37,
         max_position_embeddings=64,
     )
-    import torch
-
     torch.manual_seed(0)
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-32 BERT with random weights and a hand-written WordPiece vocabulary."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 # Sentiment-free openings of the generated texts; a sentiment (or label) word follows each.

@@ -3,6 +3,7 @@ import bertfit
 
 def test_public_api_is_pinned():
     assert bertfit.__all__ == [
+        "BertfitClassifier",
         "BertfitError",
         "ConfigError",
         "DataError",

@@ -94,8 +94,8 @@ def test_cli_validation_file(tmp_path, tiny_model_dir):
     assert json.loads(result.stdout)["majority_class"]["metrics"]["per_class"]["pos"]["support"] == 10
 
 
-def test_cli_bad_file_exits_2(tmp_path, tiny_model_dir):
+def test_cli_bad_file_exits_3(tmp_path, tiny_model_dir):
     bad = write_csv(tmp_path / "bad.csv", [("x", "y")], header=("body", "target"))
     result = CliRunner().invoke(app, ["baseline", "--data", str(bad), "--model", str(tiny_model_dir)])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert "DataError:" in result.output

@@ -76,7 +76,7 @@ def test_train_evaluate_predict_end_to_end(tiny_model_dir, sentiment_csv, tmp_pa
     jsonl = tmp_path / "pred.jsonl"
     assert run("predict", out, "--input", sentiment_csv, "--output", jsonl).exit_code == 0
     assert len(jsonl.read_text().splitlines()) == 120
-    assert run("predict", out, "--input", sentiment_csv, "--output", jsonl).exit_code == 2  # exists, no --overwrite
+    assert run("predict", out, "--input", sentiment_csv, "--output", jsonl).exit_code == 3  # exists, no --overwrite
 
 
 def test_config_file_and_flags_win(tiny_model_dir, sentiment_csv, tmp_path):
@@ -93,7 +93,7 @@ def test_config_file_and_flags_win(tiny_model_dir, sentiment_csv, tmp_path):
 
 
 def _expect_error(result, name: str, message: str) -> None:
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 3, result.output
     assert f"{name}: " in result.stderr and message in result.stderr
     assert "Traceback" not in result.output
 
@@ -255,3 +255,19 @@ def test_bad_stdin_and_predict_options(trained_dir, tmp_path):
     _expect_error(result, "DataError", "stdin is not valid utf-8")
     _expect_error(run("predict", trained_dir, "good", "--output", tmp_path / "x.csv"), "ConfigError", "--output takes")
     _expect_error(run("predict", trained_dir, "good", "--input", tmp_path / "x.csv"), "ConfigError", "give texts")
+
+
+def test_help_shows_flags_as_flags_and_documents_exit_codes():
+    for command in (["train"], ["predict"], ["export"], ["serve"], []):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        # typer draws its own --help row (with <bool>); every option of bertfit's shows no value after a flag.
+        ours = [line for line in result.output.splitlines() if "--help" not in line]
+        assert result.exit_code == 0 and not [line for line in ours if "<bool>" in line], command
+    assert "--overwrite" in runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    assert "3 bad data, options, model or output" in runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+
+
+def test_bad_input_exits_3_and_usage_errors_exit_2(trained_dir, tmp_path):
+    assert run("predict", tmp_path / "missing", "good").exit_code == 3  # ModelError
+    assert run("predict", trained_dir, "good", "--no-such-flag").exit_code == 2  # click's usage error
+    assert run("predict", trained_dir, "good", "--num-workers", "many").exit_code == 2

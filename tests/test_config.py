@@ -195,6 +195,6 @@ def test_overwrite_false_as_a_string_keeps_an_existing_model(tiny_model_dir, sen
         config.write_text(f'{{"overwrite": {value}, "epochs": 1, "precision": "fp32"}}')
         args = ["train", "--data", sentiment_csv, "--config", config, "--model", tiny_model_dir, "--output-dir", out]
         result = CliRunner().invoke(app, [str(a) for a in args])
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 3, result.output
         assert error in result.stderr and "Traceback" not in result.output
         assert [(p.name, p.read_text()) for p in out.iterdir()] == [("model.safetensors", "precious")]

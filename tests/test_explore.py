@@ -145,4 +145,4 @@ def test_cli_explore_and_tokenize(files, tiny_model_dir, tmp_path):
     assert "[CLS]" in result.stdout and "4 tokens (special tokens marked *) of max_length 64" in result.stdout
 
     result = runner.invoke(app, ["explore", str(tmp_path / "missing.csv")])
-    assert result.exit_code == 2 and "DataError: data file" in result.output
+    assert result.exit_code == 3 and "DataError: data file" in result.output

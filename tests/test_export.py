@@ -33,7 +33,8 @@ def fp32_export(trained_dir, tmp_path_factory):
 def test_export_round_trip_matches_pytorch(trained_dir, fp32_export):
     out, result = fp32_export
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["bertfit.json", "config.json", "metrics.json", ONNX_FILE, "tokenizer.json", "tokenizer_config.json"]
+        ["README.md", "bertfit.json", "config.json", "metrics.json", ONNX_FILE]
+        + ["tokenizer.json", "tokenizer_config.json"]
     )
     assert json.loads((out / "bertfit.json").read_text())["export"] == {
         "format": "onnx",
@@ -101,9 +102,9 @@ def test_cli_export_predict_evaluate(trained_dir, tmp_path):
     assert "accuracy" in result.stdout and "change" in result.stdout
 
     result = run("export", trained_dir, "--onnx", "--output-dir", out)
-    assert result.exit_code == 2 and "OutputExistsError" in result.stderr
+    assert result.exit_code == 3 and "OutputExistsError" in result.stderr
     result = run("export", trained_dir, "--output-dir", tmp_path / "other")
-    assert result.exit_code == 2 and "--onnx" in result.stderr
+    assert result.exit_code == 3 and "--onnx" in result.stderr
 
     result = run("predict", out, "the film was superb", "the plot is really awful")
     assert result.exit_code == 0, result.output

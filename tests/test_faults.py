@@ -82,7 +82,7 @@ def test_a_kill_before_the_first_checkpoint_says_to_start_over(data, tmp_path, t
     process.wait()
     result = CliRunner().invoke(app, [*args, "--resume"])
     assert (
-        result.exit_code == 2 and "no checkpoint to resume from" in result.output and "Traceback" not in result.output
+        result.exit_code == 3 and "no checkpoint to resume from" in result.output and "Traceback" not in result.output
     )
     assert CliRunner().invoke(app, args).exit_code == 0
 
@@ -125,7 +125,7 @@ def test_a_full_disk_ends_in_one_line_and_resumes_when_space_is_free(data, tmp_p
     try:
         args = _train_args(data, disk / "model", tiny_model_dir)
         result = CliRunner().invoke(app, args)
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 3, result.output
         assert "StorageError: no space left on the device of" in result.output and "needs about" in result.output
         assert "Traceback" not in result.output
         assert not (disk / "model").exists()
@@ -201,7 +201,7 @@ def test_damaged_or_pickle_only_weights_are_a_model_error(trained_dir, tmp_path)
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     for command in (["predict", str(damaged), "hello"], ["evaluate", str(damaged), "--data", str(trained_dir)]):
         result = CliRunner().invoke(app, command)
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == 3, result.output
         assert "ModelError: the weights of model" in result.output and "model.safetensors" in result.output
         assert "Traceback" not in result.output
 
@@ -213,7 +213,7 @@ def test_damaged_or_pickle_only_weights_are_a_model_error(trained_dir, tmp_path)
     torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
     (pickled / "model.safetensors").unlink()
     result = CliRunner().invoke(app, ["predict", str(pickled), "hello"])
-    assert result.exit_code == 2 and "pickle-based weights (pytorch_model.bin)" in result.output
+    assert result.exit_code == 3 and "pickle-based weights (pytorch_model.bin)" in result.output
     assert "--allow-pickle" in result.output
     result = CliRunner().invoke(app, ["predict", str(pickled), "hello", "--allow-pickle"])
     assert result.exit_code == 0, result.output

@@ -162,13 +162,18 @@ def test_round_trip_train_save_load_predict_sets(trained):
     assert loaded.predict(texts[0]) == predicted[0]  # one string: one list
     assert BatchPredictor(out)(pd.DataFrame({"text": texts}))["labels"].tolist() == predicted
     assert loaded.thresholds == pytest.approx(clf.info_["thresholds"]) and set(loaded.thresholds) == set(clf.labels)
-    # predict_proba is the sigmoid of the raw logits of the saved model, as plain transformers computes them.
+    # predict_proba is the sigmoid of the raw logits of the saved model, as plain transformers computes them, divided
+    # by the temperature fitted on the 60 validation texts.
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     encoded = AutoTokenizer.from_pretrained(out)(texts, padding=True, return_tensors="pt")
     logits = model(**encoded).logits.detach().numpy()
-    np.testing.assert_allclose(loaded.predict_proba(texts), expit(logits), atol=1e-5)
-    # No label reaches a threshold of 1: the prediction is the empty set, not the most probable label.
-    loaded.card_ = loaded.card.with_decision(replace(loaded.decision, thresholds=dict.fromkeys(loaded.labels, 1.0)))
+    temperature = json.loads((out / "bertfit.json").read_text())["temperature"]
+    assert temperature == loaded.decision.temperature and temperature > 0
+    np.testing.assert_allclose(loaded.predict_proba(texts), expit(logits / temperature), atol=1e-5)
+    # No label reaches its threshold: the prediction is the empty set, not the most probable label. (Above every
+    # probability: with a temperature below 1 a sigmoid can round to exactly 1.0, which a threshold of 1 takes.)
+    above = float(loaded.predict_proba(texts).max()) + 1e-6
+    loaded.card_ = loaded.card.with_decision(replace(loaded.decision, thresholds=dict.fromkeys(loaded.labels, above)))
     assert loaded.predict(texts) == [[], [], [], []]
 
 
@@ -299,7 +304,7 @@ def test_cli_train_predict_and_evaluate_with_label_sep(tiny_model_dir, tmp_path)
     assert result.exit_code == 0, result.output
     assert {"subset_accuracy", "hamming_loss", "micro_f1"} <= set(json.loads(result.stdout))
     result = run("evaluate", out, "--data", data, "--label-column", "labels")
-    assert result.exit_code == 2 and "pass --label-sep" in result.output  # empty cells: no labels, or missing ones?
+    assert result.exit_code == 3 and "pass --label-sep" in result.output  # empty cells: no labels, or missing ones?
 
 
 def test_server_returns_label_sets(trained):

@@ -32,6 +32,7 @@ SECTIONS = [
     "per-class",
     "confusion",
     "curves",
+    "calibration",
     "mistakes",
     "timings",
     "environment",
@@ -50,7 +51,7 @@ def test_every_training_run_leaves_a_self_contained_report(trained_dir):
         assert f'id="{section}"' in page
     assert not re.search(r"<script|<link|src=\"(?!data:)", page)  # nothing to fetch, nothing to run
     images = _images(page)
-    assert len(images) == 3 and all(image.format == "PNG" and image.size == PLOT_SIZE for image in images)
+    assert len(images) == 4 and all(image.format == "PNG" and image.size == PLOT_SIZE for image in images)
     records = [json.loads(line) for line in (trained_dir / "validation_predictions.jsonl").read_text().splitlines()]
     info = json.loads((trained_dir / "bertfit.json").read_text())
     assert len(records) == info["data"]["validation"]["rows"] == 12
@@ -128,7 +129,7 @@ def test_rebuild_from_saved_predictions_or_on_other_data(trained_dir, sentiment_
     result = runner.invoke(app, ["report", str(bare), "--data", str(sentiment_csv), "--quiet"])
     assert result.exit_code == 0 and (bare / "report.html").is_file(), result.output
     result = runner.invoke(app, ["report", str(tmp_path / "nothing")])
-    assert result.exit_code == 2 and "ModelError" in result.output
+    assert result.exit_code == 3 and "ModelError" in result.output
 
 
 def test_a_failing_report_leaves_no_model_directory(tiny_config, monkeypatch, tmp_path):
@@ -177,7 +178,7 @@ def test_report_renders_in_headless_chromium(trained_dir, tmp_path):
     dom = _chromium("--virtual-time-budget=5000", "--dump-dom", checked.as_uri(), tmp_path=tmp_path)
     found = json.loads(re.search(r'<pre id="page-check">(.*?)</pre>', dom.stdout).group(1).replace("&quot;", '"'))
     assert found["sections"] == SECTIONS
-    assert len(found["images"]) == 3 and all(width == PLOT_SIZE[0] for width in found["images"])  # all decoded
+    assert len(found["images"]) == 4 and all(width == PLOT_SIZE[0] for width in found["images"])  # all decoded
 
     shot = tmp_path / "shot.png"
     result = _chromium(

@@ -316,7 +316,7 @@ def test_missing_serve_extra_gives_the_install_line(trained_dir, monkeypatch):
         import bertfit.serve  # noqa: F401
 
     result = CliRunner().invoke(cli_app, ["serve", str(trained_dir)])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert "MissingDependencyError: bertfit serve needs fastapi" in result.output
     assert "pip install 'bertfit[serve]'" in result.output
 

@@ -276,7 +276,7 @@ def _wait_for(base: str, process: subprocess.Popen) -> None:
 
 
 def test_fuzzing_the_api_from_its_schema_finds_no_500_and_no_schema_violation(clf):
-    """schemathesis draws requests from /openapi.json (valid ones for every route, invalid bodies for /predict)
+    """schemathesis draws requests from /openapi.json (valid ones for every route, invalid bodies for the POSTs)
     and checks each answer: no 5xx, status code, headers and body as documented, valid data accepted, invalid
     data rejected with a 4xx."""
     app = create_app(clf, max_texts=8, max_chars=200, max_body_bytes=20_000)  # 8 x 200 escaped characters fit
@@ -285,6 +285,7 @@ def test_fuzzing_the_api_from_its_schema_finds_no_500_and_no_schema_violation(cl
         operations = [result.ok() for result in schema.get_all_operations()]
         assert {operation.label for operation in operations} == {
             "POST /predict",
+            "POST /explain",
             "GET /health",
             "GET /ready",
             "GET /info",

@@ -114,3 +114,18 @@ def test_import_bertfit_and_help_load_no_heavy_library():
     result = subprocess.run([sys.executable, "-c", _HELP], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "--val-size" in result.stdout
+
+
+def _extras() -> dict[str, list[str]]:
+    from bertfit.config import read_config_file  # the project's own TOML reader (tomllib or tomli)
+
+    return read_config_file(PACKAGE.parents[1] / "pyproject.toml")["project"]["optional-dependencies"]
+
+
+def test_the_all_extra_is_every_optional_extra_and_dev_installs_them():
+    extras = _extras()
+    features = sorted(set(extras) - {"all", "dev"})
+    assert extras["all"] == [f"bertfit[{','.join(features)}]"]  # pip install 'bertfit[all]' gets every feature
+    # make test installs .[dev]: every feature's packages are there, so no test is skipped for a missing extra.
+    missing = {name: sorted(set(extras[name]) - set(extras["dev"])) for name in features}
+    assert {name: packages for name, packages in missing.items() if packages} == {}

@@ -1,8 +1,10 @@
-"""Tracking: the local run log in bertfit.json, and a real MLflow run in a local file store."""
+"""Tracking: the local run log in bertfit.json, and real runs read back: MLflow (a local file store), TensorBoard
+(its event files) and W&B (an offline run's files)."""
 
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 
@@ -70,3 +72,103 @@ def test_missing_tracker_package_names_the_install_line(tiny_config, sentiment_c
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a))
     with pytest.raises(MissingDependencyError, match=r"pip install 'bertfit\[track\]'"):
         train(tiny_config(track="wandb"), sentiment_csv)
+
+
+def _logged_points(log_history: list[dict]) -> dict[str, dict[int, float]]:
+    """What the trainer sent to the tracker: each logged number by name and optimizer step."""
+    points: dict[str, dict[int, float]] = {}
+    for row in log_history:
+        if "train_runtime" in row:  # the run's closing row stays in bertfit.json
+            continue
+        for name, value in row.items():
+            if name not in ("epoch", "step") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                points.setdefault(name, {})[row["step"]] = float(value)
+    return points
+
+
+def test_tensorboard_event_files_hold_every_logged_scalar(tiny_config, sentiment_csv, tmp_path):
+    pytest.importorskip("tensorboard")  # the track extra; a dev dependency: present in CI
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = tmp_path / "tb"
+    config = tiny_config(epochs=2, output_dir=str(tmp_path / "out"), track="tensorboard", tracking_uri=str(logs))
+    clf = train(config, sentiment_csv)
+
+    assert any((logs / "out").glob("events.out.tfevents.*"))  # one directory per run, named as its output
+    events = EventAccumulator(str(logs / "out"), size_guidance={"scalars": 0, "tensors": 0})  # 0: keep all
+    events.Reload()
+    expected = _logged_points(clf.info_["log_history"])
+    assert {"loss", "learning_rate", "eval_loss", "eval_macro_f1"} <= set(expected)
+    scalars = {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+    for name, by_step in expected.items():
+        assert scalars[name].keys() == by_step.keys(), name
+        for step, value in by_step.items():
+            assert scalars[name][step] == pytest.approx(value, rel=1e-6), (name, step)  # stored as float32
+    steps_per_epoch = -(-108 // 8)
+    assert sorted(scalars["eval_macro_f1"]) == [steps_per_epoch, 2 * steps_per_epoch]  # one point per evaluation
+    assert scalars["final_macro_f1"][0] == pytest.approx(clf.metrics["macro_f1"], rel=1e-6)
+    (parameters,) = events.Tensors("parameters/text_summary")
+    assert "per_device_train_batch_size: 8" in parameters.tensor_proto.string_val[0].decode()
+
+
+def _wandb_records(run_file):
+    """The records of a W&B run file (``run-<id>.wandb``), as wandb's own protobuf ``Record`` messages.
+
+    wandb 0.31 has no Python reader of these files (its datastore module went with the move to the Go core), so this
+    reads the framing here: a 7-byte header, then LevelDB log records (CRC, length, type) in 32 KiB blocks.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = run_file.read_bytes()
+    assert data[:7] == b":W&B\xe1\xbe\x00"  # magic, 0xBEE1 little-endian, version 0
+    block, pos, pending = 32768, 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a record header is padding
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack_from("<HB", data, pos + 4)
+        pending, pos = pending + data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # FULL, or the LAST piece of a record split across blocks
+            yield wandb_internal_pb2.Record.FromString(pending)
+            pending = b""
+
+
+def _items(items) -> dict[str, object]:
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
+
+
+def test_wandb_offline_run_holds_params_metrics_and_summary(tiny_config, sentiment_csv, tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")  # the track extra; a dev dependency: present in CI
+    for name, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_PROJECT": "bertfit-test"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")  # no capture of pytest's output streams
+
+    clf = train(tiny_config(epochs=2, output_dir=str(tmp_path / "out"), track="wandb"), sentiment_csv)
+    # run.finish() returns before wandb's service process has written the run file (at times only its 7-byte header
+    # is there); the service flushes it when it stops, which teardown waits for (else: at interpreter exit).
+    wandb.teardown()
+
+    (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")  # offline: nothing left the machine
+    history: dict[int, dict[str, object]] = {}
+    config: dict[str, object] = {}
+    summary: dict[str, object] = {}
+    runs = []
+    for record in _wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            items = _items(record.history.item)
+            history[items.pop("_step")] = items
+        elif kind == "config":
+            config.update(_items(record.config.update))
+        elif kind == "summary":
+            summary.update(_items(record.summary.update))
+        elif kind == "run":
+            runs.append(record.run)
+    assert [(run.display_name, run.project) for run in runs] == [("out", "bertfit-test")]  # named as the output dir
+    logged = _logged_points(clf.info_["log_history"])
+    assert {"loss", "eval_loss", "eval_macro_f1"} <= set(logged)
+    for name, by_step in logged.items():
+        assert {step: row[name] for step, row in history.items() if name in row} == pytest.approx(by_step), name
+    assert config["per_device_train_batch_size"] == 8 and config["bertfit.learning_rate"] == 5e-3
+    assert summary["final_macro_f1"] == pytest.approx(clf.metrics["macro_f1"])

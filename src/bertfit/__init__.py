@@ -28,12 +28,14 @@ from .exceptions import (
 if TYPE_CHECKING:
     from .config import TrainConfig
     from .data import TextDataset, load_data
+    from .estimator import BertfitClassifier
     from .evaluate import evaluate
     from .model import TextClassifier
     from .predict import predict_file
     from .train import train
 
 __all__ = [
+    "BertfitClassifier",
     "BertfitError",
     "ConfigError",
     "DataError",
@@ -53,6 +55,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "BertfitClassifier": "estimator",
     "TrainConfig": "config",
     "TextDataset": "data",
     "load_data": "data",

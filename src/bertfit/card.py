@@ -5,7 +5,8 @@ A :class:`ModelCard` holds the labels and task kind (inside its :class:`~bertfit
 become inputs (its :class:`~bertfit.features.Windowing`, which carries ``max_length``), the base model, the training
 record of the run that produced it, and for ONNX exports the export's format. ``bertfit.json`` is its serialized
 form; :meth:`ModelCard.to_info` and :meth:`ModelCard.from_info` are exact inverses, and every ``bertfit.json`` written
-by bertfit 0.x reads back (older ones without a ``long_text`` entry truncate).
+by bertfit 0.x reads back (older ones without a ``long_text`` entry truncate, those without a ``temperature`` are
+uncalibrated: 1).
 
 Files of a model directory (:func:`write_model_files`, :func:`read_model_files`):
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .calibration import Calibration
 from .decision import DecisionRule
 from .exceptions import DataError, ModelError
 from .features import Windowing
@@ -33,6 +35,7 @@ __all__ = [
     "DataSummary",
     "BestEpoch",
     "ThresholdTuning",
+    "SearchRecord",
     "ModelFiles",
     "read_model_files",
     "write_model_files",
@@ -112,6 +115,29 @@ class ThresholdTuning:
 
 
 @dataclass
+class SearchRecord:
+    """The hyperparameter search (``bertfit tune``) that chose the run's options: one row per trial, with its
+    ``number``, ``state`` (complete, pruned or failed), ``params``, ``value`` (of ``metric`` on validation; for a
+    pruned trial its best when it was stopped), ``evaluations``, ``seconds`` and, when pruned, ``pruned_by``."""
+
+    metric: str
+    best_trial: int
+    trials: list[dict[str, Any]]
+    seconds: float
+    time_budget: float | None = None  # seconds; None: no budget
+    settings: dict[str, Any] = field(default_factory=dict)  # sampler, pruner, search space
+
+    def to_info(self) -> dict[str, Any]:
+        info = {"metric": self.metric, "best_trial": self.best_trial, "seconds": self.seconds}
+        return {**info, "time_budget": self.time_budget, "settings": self.settings, "trials": self.trials}
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> SearchRecord:
+        required = (info["metric"], info["best_trial"], info["trials"], info["seconds"])
+        return cls(*required, info.get("time_budget"), info.get("settings", {}))
+
+
+@dataclass
 class TrainingRecord:
     """What happened in the training run that produced a model."""
 
@@ -139,6 +165,8 @@ class TrainingRecord:
     # fp32 on the validation texts: {"precision", "texts", "label_agreement", "max_abs_prob_diff"}.
     precision_check: dict[str, Any] | None = None
     checkpoints: dict[str, Any] | None = None  # {"writes", "seconds", "bytes"}: what checkpointing cost the run
+    calibration: Calibration | None = None  # the temperature fitted on validation, with ECE and NLL before and after
+    search: SearchRecord | None = None  # the trials of bertfit tune, for a model it chose
 
     _SCALARS = ("setup_seconds", "train_seconds", "train_tokens", "padding_share", "validation_seconds")
 
@@ -165,6 +193,10 @@ class TrainingRecord:
             info["precision_check"] = self.precision_check
         if self.checkpoints is not None:
             info["checkpoints"] = self.checkpoints
+        if self.calibration is not None:
+            info["calibration"] = self.calibration.to_info()
+        if self.search is not None:
+            info["search"] = self.search.to_info()
         return info
 
     @classmethod
@@ -173,6 +205,7 @@ class TrainingRecord:
         if "config" not in info or "data" not in info:
             return None
         tuning = info.get("threshold_tuning")
+        calibration = info.get("calibration")
         windows = {k: v for k, v in (info.get("long_text") or {}).items() if k.endswith("_windows")}
         return cls(
             config=info["config"],
@@ -192,6 +225,8 @@ class TrainingRecord:
             baselines=info.get("baselines"),
             precision_check=info.get("precision_check"),
             checkpoints=info.get("checkpoints"),
+            calibration=Calibration.from_info(calibration) if calibration else None,
+            search=SearchRecord.from_info(info["search"]) if info.get("search") else None,
             **{name: info.get(name) for name in cls._SCALARS},
         )
 

@@ -44,6 +44,8 @@ RESUMABLE_OPTIONS = (
     "eval_batch_size",
     "trust_remote_code",
     "allow_pickle",
+    "push_to_hub",
+    "hub_private",
 )
 
 

@@ -1,8 +1,10 @@
 """The ``bertfit`` command line: each command reads options, makes one library call and prints the result.
 
-Errors of bertfit (``BertfitError``) print as ``ErrorName: message`` on stderr with exit code 2, no traceback. Any
-other exception is a bug: one ``InternalError: Type: message`` line and exit code 1, its traceback written to the
-error log (``$BERTFIT_LOG``, else ``~/.cache/bertfit/logs/``) and, with ``--verbose``, to stderr.
+Exit codes: 0 success; 2 a usage error (an unknown option, a value of the wrong type: click's own message); 3 bad
+data, options, model or output (a ``BertfitError``: one ``ErrorName: message`` line on stderr, no traceback); 1 an
+internal error, i.e. a bug (one ``InternalError: Type: message`` line, its traceback written to the error log,
+``$BERTFIT_LOG`` else ``~/.cache/bertfit/logs/``, and with ``--verbose`` to stderr); 130/143 a training stopped by
+SIGINT/SIGTERM after its checkpoint; 141 stdout closed by its reader (``| head``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import collections
 import contextlib
 import enum
 import functools
+import inspect
 import json
 import logging
 import os
@@ -32,6 +35,9 @@ from .exceptions import BertfitError
 app = typer.Typer(
     name="bertfit",
     help="Fine-tune BERT-family encoders for text classification: train, evaluate and predict.",
+    epilog="Exit codes: 0 success; 2 a usage error; 3 bad data, options, model or output (one 'ErrorName: message' "
+    "line); 1 an internal error (a bug: one InternalError line, its traceback in $BERTFIT_LOG or "
+    "~/.cache/bertfit/logs/); 130/143 a training stopped by SIGINT/SIGTERM after its checkpoint.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -39,10 +45,15 @@ app = typer.Typer(
 
 _HELP = {f.name: f.metadata.get("help", "") for f in fields(TrainConfig)}
 _DEFAULT = {f.name: f.default for f in fields(TrainConfig)}
+_BOOL_FIELDS = {f.name for f in fields(TrainConfig) if f.type in (bool, "bool")}
+_FLAG = ""  # the metavar of a flag: --help shows no value type after it (typer's default shows <bool>)
 
 
 def _option(name: str, *flags: str):
-    """An option for TrainConfig field ``name``, with that field's help text."""
+    """An option for TrainConfig field ``name``, with that field's help text (a flag, with no value shown in
+    ``--help``, for a bool field)."""
+    if name in _BOOL_FIELDS:
+        return typer.Option(*flags, help=_HELP[name], metavar=_FLAG)
     return typer.Option(*flags, help=_HELP[name])
 
 
@@ -53,7 +64,7 @@ def _given(ctx: typer.Context) -> set[str]:
 
 
 def _errors(command):
-    """Turn a BertfitError into 'ErrorName: message' on stderr and exit code 2 (an interrupted training: 130 for
+    """Turn a BertfitError into 'ErrorName: message' on stderr and its exit code (3; an interrupted training: 130 for
     SIGINT, 143 for SIGTERM), and any other exception into one 'InternalError: ...' line and exit code 1, with the
     traceback in the error log."""
 
@@ -64,7 +75,7 @@ def _errors(command):
             return command(*args, **kwargs)
         except BertfitError as err:
             typer.echo(f"{type(err).__name__}: {err}", err=True)
-            raise typer.Exit(getattr(err, "exit_code", 2)) from None
+            raise typer.Exit(err.exit_code) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, with SIGPIPE's exit code
@@ -182,12 +193,15 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option("--version", metavar=_FLAG, callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
     verbose: Annotated[
         bool,
         typer.Option(
-            "--verbose", help="Print the traceback of an internal error on stderr too (it always goes to the log)."
+            "--verbose",
+            metavar=_FLAG,
+            help="Print the traceback of an internal error on stderr too (it always goes to the log).",
         ),
     ] = False,
     log_level: Annotated[
@@ -196,8 +210,9 @@ def _main(
 ) -> None:
     """Fine-tune BERT-family encoders for text classification: train, evaluate and predict.
 
-    An internal error (a bug, not bad input) prints one InternalError line, exits with code 1 and writes its
-    traceback to $BERTFIT_LOG, else ~/.cache/bertfit/logs/bertfit-<time>-<pid>.log.
+    Exit codes: 0 success; 2 a usage error; 3 bad data, options, model or output (one ErrorName: message line); 1 an
+    internal error (a bug: one InternalError line, its traceback written to $BERTFIT_LOG, else
+    ~/.cache/bertfit/logs/bertfit-<time>-<pid>.log); 130/143 a training stopped by SIGINT/SIGTERM.
     """
     _global.update(verbose=verbose, log_level=log_level.value)
 
@@ -243,6 +258,7 @@ AllowPickleOpt = Annotated[
     bool,
     typer.Option(
         "--allow-pickle",
+        metavar=_FLAG,
         help="Load a model whose weights are only a pickle-based pytorch_model.bin (it can run code when read: "
         "only for a source you trust); by default only safetensors weights load.",
     ),
@@ -259,7 +275,10 @@ PredictPrecisionOpt = Annotated[
 QuietOpt = Annotated[
     bool,
     typer.Option(
-        "--quiet", callback=_set_quiet, help="No progress bars (they are off anyway when stderr is not a terminal)."
+        "--quiet",
+        metavar=_FLAG,
+        callback=_set_quiet,
+        help="No progress bars (they are off anyway when stderr is not a terminal).",
     ),
 ]
 
@@ -298,6 +317,7 @@ def train(
     precision: Annotated[str, _option("precision", "--precision")] = _DEFAULT["precision"],
     class_weights: Annotated[str, _option("class_weights", "--class-weights")] = _DEFAULT["class_weights"],
     threshold_metric: Annotated[str, _option("threshold_metric", "--threshold-metric")] = _DEFAULT["threshold_metric"],
+    calibrate: Annotated[bool, _option("calibrate", "--calibrate/--no-calibrate")] = _DEFAULT["calibrate"],
     config: Annotated[
         Path | None,
         typer.Option(
@@ -319,30 +339,88 @@ def train(
     baselines: Annotated[bool, _option("baselines", "--baselines/--no-baselines")] = _DEFAULT["baselines"],
     track: Annotated[str | None, _option("track", "--track")] = None,
     tracking_uri: Annotated[str | None, _option("tracking_uri", "--tracking-uri")] = None,
+    push_to_hub: Annotated[str | None, _option("push_to_hub", "--push-to-hub")] = None,
+    hub_private: Annotated[bool, _option("hub_private", "--hub-private")] = False,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
     quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune a model on labelled texts, evaluate it on validation and save it to --output-dir."""
-    from .config import read_config_file
-    from .data import load_data
     from .train import is_main_process, summary
     from .train import train as run_training
 
-    flags = {("model_name_or_path" if k == "model" else k): v for k, v in ctx.params.items() if k in _given(ctx)}
-    from_file = read_config_file(config) if config else {}
-    cfg = TrainConfig.from_dict(
-        {"output_dir": output_dir, **from_file, **{k: v for k, v in flags.items() if k in _DEFAULT}}
-    )
-    read = {"sep": sep, "encoding": encoding, "label_sep": cfg.label_sep}
-    train_data = load_data(data, cfg.text_column, cfg.label_column, **read)
-    val_data = validation and load_data(validation, cfg.text_column, cfg.label_column, **read)
+    cfg, train_data, val_data, _ = _training_inputs(ctx, data, validation, config, output_dir, sep, encoding)
     clf = run_training(cfg, train_data, val_data)
     if not is_main_process():  # the other processes of torchrun / accelerate launch: rank 0 reports
         return
     typer.echo(summary(clf, cfg.output_dir))
+    _print_warnings(clf)
+
+
+def _training_inputs(ctx: typer.Context, data: Path, validation, config, output_dir, sep, encoding):
+    """The TrainConfig of a train or tune command (the --config file's options, and the flags given over them), its
+    training and validation data, and the names of the options the file or the flags set."""
+    from .config import read_config_file
+    from .data import load_data
+
+    flags = {("model_name_or_path" if k == "model" else k): v for k, v in ctx.params.items() if k in _given(ctx)}
+    flags = {k: v for k, v in flags.items() if k in _DEFAULT}
+    from_file = read_config_file(config) if config else {}
+    cfg = TrainConfig.from_dict({"output_dir": output_dir, **from_file, **flags})
+    read = {"sep": sep, "encoding": encoding, "label_sep": cfg.label_sep}
+    train_data = load_data(data, cfg.text_column, cfg.label_column, **read)
+    val_data = validation and load_data(validation, cfg.text_column, cfg.label_column, **read)
+    return cfg, train_data, val_data, {k.replace("-", "_") for k in from_file} | set(flags)
+
+
+def _print_warnings(clf) -> None:
     for warning in clf.card.training.warnings:
         typer.echo(f"\n{'!' * 100}\n{warning}\n{'!' * 100}", err=True)
+
+
+def _with_train_options(command):
+    """``command`` with every option of ``train`` after its own (typer reads the joined signature): ``bertfit tune``
+    trains its trials with the flags of ``bertfit train``."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    names = {p.name for p in own}
+    shared = [p for p in inspect.signature(train, eval_str=True).parameters.values() if p.name not in names]
+    command.__signature__ = inspect.Signature(own + shared)
+    command.__annotations__ = {p.name: p.annotation for p in own + shared}
+    return command
+
+
+@app.command()
+@_errors
+@_with_train_options
+def tune(
+    ctx: typer.Context,
+    data: DataOpt,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Most trials to run.")] = 20,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--time-budget",
+            help="Start no trial after this long, e.g. 90s, 20m, 1h or 1h30m; a running trial stops at its next "
+            "evaluation (once a trial has completed). Default: no limit.",
+        ),
+    ] = None,
+    **options,
+) -> None:
+    """Search learning rate, epochs, batch size, warm-up ratio and class weights on validation (Optuna's TPE sampler,
+    pruning from the first evaluation) and save the best trial's model to --output-dir.
+
+    Takes every option of train: those given (or set in --config) stay fixed, the others of the five are searched.
+    """
+    from .tune import SearchSpace, parse_duration, tune_summary
+    from .tune import tune as run_search
+
+    budget = None if time_budget is None else parse_duration(time_budget)  # before the data: fail at once
+    inputs = [options[name] for name in ("validation", "config", "output_dir", "sep", "encoding")]
+    cfg, train_data, val_data, given = _training_inputs(ctx, data, *inputs)
+    space = SearchSpace().without(given)
+    clf = run_search(cfg, train_data, val_data, trials=trials, time_budget=budget, space=space)
+    typer.echo(tune_summary(clf, cfg.output_dir))
+    _print_warnings(clf)
 
 
 @app.command()
@@ -360,7 +438,9 @@ def evaluate(
             "--positive-label", help="Positive class of a binary task; default: the one saved with the model."
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object only.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar=_FLAG, help="Print the metrics as one JSON object only.")
+    ] = False,
     label_sep: LabelSepOpt = None,
     allow_pickle: AllowPickleOpt = False,
     sep: SepOpt = None,
@@ -398,7 +478,9 @@ PredictOutputOpt = Annotated[
 PredictJsonOpt = Annotated[
     bool,
     typer.Option(
-        "--json", help="Print one JSON object per text (the rows of a .jsonl output) instead of lines or CSV."
+        "--json",
+        metavar=_FLAG,
+        help="Print one JSON object per text (the rows of a .jsonl output) instead of lines or CSV.",
     ),
 ]
 PredictLabelSepOpt = Annotated[
@@ -426,7 +508,9 @@ def predict(
     text_column: Annotated[
         str, typer.Option("--text-column", help="Column of --input (field of JSONL stdin) holding the texts.")
     ] = "text",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", metavar=_FLAG, help="Replace an existing --output file.")
+    ] = False,
     num_workers: Annotated[
         int,
         typer.Option(
@@ -552,7 +636,9 @@ def explore(
     text_column: TextColOpt = _DEFAULT["text_column"],
     label_column: LabelColOpt = _DEFAULT["label_column"],
     label_sep: LabelSepOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as one JSON object only.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar=_FLAG, help="Print the numbers as one JSON object only.")
+    ] = False,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
     quiet: QuietOpt = False,
@@ -584,13 +670,53 @@ def tokenize(
         int | None,
         typer.Option("--max-length", help="Count against this; default: a trained model's, else the model limit."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the table as one JSON object only.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar=_FLAG, help="Print the table as one JSON object only.")
+    ] = False,
 ) -> None:
     """Show how the tokenizer cuts a text: each token, its id and attention mask, special tokens marked."""
     from .explore import format_tokens, tokenize_text
 
     result = tokenize_text(model, text, max_length)
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else format_tokens(result))
+
+
+@app.command()
+@_errors
+def explain(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by 'bertfit train' (not an export).")],
+    text: Annotated[str, typer.Argument(help="The text to explain.")],
+    label: Annotated[
+        str | None,
+        typer.Option("--label", help="The label to explain; default: the predicted one (multi-label: most probable)."),
+    ] = None,
+    steps: Annotated[
+        int, typer.Option("--steps", min=1, help="Integration points of integrated gradients; more: exacter, slower.")
+    ] = 32,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar=_FLAG, help="Print the explanation as one JSON object only.")
+    ] = False,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Also write the highlighted text as a self-contained HTML page.")
+    ] = None,
+) -> None:
+    """Which words drive a label: per-word attributions by integrated gradients (needs the 'explain' extra)."""
+    from .explain import explain as explain_text
+    from .explain import explanation_html, format_explanation
+    from .files import atomic_file
+    from .model import load_classifier
+
+    explanation = explain_text(load_classifier(model_dir), text, label, steps=steps)
+    if html_file is not None:
+        with atomic_file(html_file) as handle:
+            handle.write(explanation_html(explanation))
+    if as_json:
+        typer.echo(json.dumps(explanation.to_dict(), indent=2, ensure_ascii=False))
+        return
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ  # ANSI highlighting on a terminal only
+    typer.echo(format_explanation(explanation, color=color))
+    if html_file is not None:
+        typer.echo(f"wrote {html_file}")
 
 
 @app.command()
@@ -633,7 +759,9 @@ def baseline(
     val_size: Annotated[float, _option("val_size", "--val-size")] = _DEFAULT["val_size"],
     seed: Annotated[int, _option("seed", "--seed")] = _DEFAULT["seed"],
     positive_label: Annotated[str | None, _option("positive_label", "--positive-label")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object only.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar=_FLAG, help="Print the results as one JSON object only.")
+    ] = False,
     label_sep: LabelSepOpt = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
@@ -659,9 +787,63 @@ def baseline(
 
 @app.command()
 @_errors
+def audit(
+    data: DataOpt,
+    output_dir: Annotated[
+        Path, typer.Option("--output", "--output-dir", help="Where label_issues.csv and audit.html go.")
+    ] = Path("bertfit-audit"),
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-validation folds of the probabilities.")] = 5,
+    features: Annotated[
+        str,
+        typer.Option(
+            "--features", help="embeddings: frozen encoder + logistic regression; tfidf: TF-IDF + logistic regression."
+        ),
+    ] = "embeddings",
+    fine_tune: Annotated[
+        bool,
+        typer.Option("--fine-tune", metavar=_FLAG, help="Fine-tune a model per fold instead (slow: one per fold)."),
+    ] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Encoder (directory or hub id); default: the embedded model.")
+    ] = None,
+    near_duplicates: Annotated[
+        bool,
+        typer.Option(
+            "--near-duplicates/--no-near-duplicates", help="Look for differently-labelled near-duplicate texts."
+        ),
+    ] = True,
+    similarity: Annotated[
+        float, typer.Option("--similarity", help="Cosine similarity from which two texts are near-duplicates.")
+    ] = 0.95,
+    text_column: TextColOpt = _DEFAULT["text_column"],
+    label_column: LabelColOpt = _DEFAULT["label_column"],
+    label_sep: LabelSepOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fold assignment.")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", metavar=_FLAG, help="Replace an existing --output directory.")
+    ] = False,
+    sep: SepOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    quiet: QuietOpt = False,
+) -> None:
+    """Find likely mislabeled rows (cleanlab on out-of-fold probabilities) and conflicting duplicates."""
+    from .audit import audit as run_audit
+    from .audit import format_audit
+
+    read = {"text_column": text_column, "label_column": label_column, "label_sep": label_sep, "sep": sep}
+    options = {"folds": folds, "features": features, "fine_tune": fine_tune, "model_name_or_path": model}
+    near = {"near_duplicates": near_duplicates, "similarity": similarity}
+    result = run_audit(data, output_dir, overwrite=overwrite, encoding=encoding, seed=seed, **read, **options, **near)
+    typer.echo(format_audit(result))
+
+
+@app.command()
+@_errors
 def export(
     model_dir: Annotated[Path, typer.Argument(help="A model directory written by 'bertfit train'.")],
-    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (required: the only format for now).")] = False,
+    onnx: Annotated[
+        bool, typer.Option("--onnx", metavar=_FLAG, help="Export to ONNX (required: the only format for now).")
+    ] = False,
     quantize: Annotated[
         str | None,
         typer.Option("--quantize", help="int8: dynamic quantization (int8 weights; smaller, usually faster on CPU)."),
@@ -670,7 +852,9 @@ def export(
         Path | None,
         typer.Option("--output-dir", help="Where the export goes; default: MODEL_DIR-onnx (MODEL_DIR-onnx-int8)."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output-dir.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", metavar=_FLAG, help="Replace an existing --output-dir.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Export a model to ONNX (optionally int8) and re-evaluate it on the saved validation texts."""
@@ -691,6 +875,30 @@ def export(
             f"fp32 on {result['pytorch_auto_label_agreement']:.4f} of the labels"
         )
         typer.echo(f"  max |prob diff|  {result['max_abs_prob_diff']:.2g}")
+
+
+@app.command()
+@_errors
+def push(
+    model_dir: Annotated[
+        Path, typer.Argument(help="A model directory written by 'bertfit train', or an export of 'bertfit export'.")
+    ],
+    repo_id: Annotated[
+        str, typer.Argument(help="The Hub repository, e.g. your-name/spam-classifier; created when it is missing.")
+    ],
+    private: Annotated[
+        bool,
+        typer.Option(
+            "--private", metavar=_FLAG, help="Create the repository private (an existing one keeps its visibility)."
+        ),
+    ] = False,
+) -> None:
+    """Upload a model directory, with its model card README.md, to the Hugging Face Hub (token: HF_TOKEN or
+    `hf auth login`)."""
+    from .hub import push_to_hub
+
+    url = push_to_hub(model_dir, repo_id, private=private)
+    typer.echo(f"pushed {model_dir} to {url}")
 
 
 cache_app = typer.Typer(help="The tokenization cache: its size, and emptying it.", no_args_is_help=True)

@@ -198,6 +198,15 @@ class TrainConfig:
             "none keeps 0.5."
         },
     )
+    calibrate: bool = field(
+        default=True,
+        metadata={
+            "help": "Fit a temperature on validation (temperature scaling: every logit divided by one T that "
+            "minimizes the validation log-loss) so that probabilities match how often the model is right; labels "
+            "by argmax never change, thresholds are tuned after it. Needs 50 validation texts, else T stays 1. "
+            "--no-calibrate keeps T = 1."
+        },
+    )
     eval_batch_size: int = field(default=128, metadata={"help": "Texts per evaluation and prediction batch."})
     freeze_embeddings: bool = field(
         default=False,
@@ -263,6 +272,21 @@ class TrainConfig:
         metadata={
             "help": "MLflow tracking URI (default ./mlruns, a local file store) or TensorBoard log directory "
             "(default ./tensorboard); wandb reads WANDB_PROJECT/WANDB_MODE instead."
+        },
+    )
+    push_to_hub: str | None = field(
+        default=None,
+        metadata={
+            "help": "After saving, upload the model directory (with its model card README.md) to this Hugging Face "
+            "Hub repository, e.g. your-name/spam-classifier, created when missing; token: HF_TOKEN or `hf auth "
+            "login`. If the upload fails the model stays saved: retry with `bertfit push OUTPUT_DIR REPO_ID`."
+        },
+    )
+    hub_private: bool = field(
+        default=False,
+        metadata={
+            "help": "With push_to_hub: create the repository private (an existing one keeps its visibility); "
+            "default: the account's default visibility."
         },
     )
 

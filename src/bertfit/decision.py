@@ -1,7 +1,8 @@
 """How a model's outputs become labels: the one decision rule, and the rows every consumer writes from it.
 
 A :class:`DecisionRule` turns logits into probabilities (a softmax over single labels, a sigmoid per label for a
-multi-label model) and probabilities into decisions:
+multi-label model, both of the logits divided by the temperature fitted on validation: :mod:`bertfit.calibration`)
+and probabilities into decisions:
 
 - **argmax**: the most probable label;
 - **binary threshold**: for a two-label model, the positive label exactly when its probability reaches the threshold
@@ -16,11 +17,14 @@ multi-label model) and probabilities into decisions:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+
+from .exceptions import ModelError
 
 __all__ = ["DecisionRule"]
 
@@ -35,6 +39,8 @@ class DecisionRule:
         positive_label: The positive class of a binary task (its precision, recall, F1 and threshold), else None.
         threshold: A binary task's tuned threshold on the positive label's probability; None: argmax.
         thresholds: A multi-label task's tuned threshold per label (labels left out: 0.5); None: 0.5 for all.
+        temperature: The temperature every logit is divided by before the softmax or sigmoid, fitted on validation
+            (see :mod:`bertfit.calibration`); 1: uncalibrated.
 
     >>> rule = DecisionRule(("ham", "spam"), positive_label="spam", threshold=0.25)
     >>> rule.decide(np.array([[0.7, 0.3], [0.2, 0.8]])).tolist(), rule.kind
@@ -48,6 +54,7 @@ class DecisionRule:
     positive_label: str | None = None
     threshold: float | None = None
     thresholds: Mapping[str, float] | None = None
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -70,13 +77,15 @@ class DecisionRule:
         return np.array([saved.get(label, 0.5) for label in self.labels], dtype=np.float64)
 
     def untuned(self) -> DecisionRule:
-        """This rule without tuned thresholds: argmax, or 0.5 for every label."""
+        """This rule without tuned thresholds: argmax, or 0.5 for every label (the temperature stays)."""
         return replace(self, threshold=None, thresholds=None)
 
     # -- deciding ------------------------------------------------------------------------------------------------
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Logits ``(n_texts, n_labels)`` -> probabilities: a sigmoid per label (multi-label) or a softmax."""
+        """Logits ``(n_texts, n_labels)`` -> probabilities: a sigmoid per label (multi-label) or a softmax, of
+        ``logits / temperature``."""
+        logits = np.asarray(logits) / self.temperature
         if self.multi_label:
             from scipy.special import expit  # no overflow warning for large negative logits
 
@@ -165,8 +174,9 @@ class DecisionRule:
     # -- bertfit.json --------------------------------------------------------------------------------------------
 
     def to_info(self) -> dict[str, Any]:
-        """The entries of ``bertfit.json``: ``positive_label``, and ``threshold`` / ``thresholds`` when tuned."""
-        info: dict[str, Any] = {"positive_label": self.positive_label}
+        """The entries of ``bertfit.json``: ``positive_label``, ``temperature``, and ``threshold`` / ``thresholds``
+        when tuned."""
+        info: dict[str, Any] = {"positive_label": self.positive_label, "temperature": self.temperature}
         if self.threshold is not None:
             info["threshold"] = self.threshold
         if self.thresholds is not None:
@@ -176,7 +186,7 @@ class DecisionRule:
     @classmethod
     def from_info(cls, info: Mapping[str, Any]) -> DecisionRule:
         """The rule saved in a ``bertfit.json`` mapping (``labels``, ``multi_label``, ``positive_label``,
-        ``threshold``, ``thresholds``)."""
+        ``threshold``, ``thresholds``, ``temperature``: 1 in files written before calibration)."""
         threshold = info.get("threshold")
         return cls(
             tuple(info["labels"]),
@@ -184,7 +194,17 @@ class DecisionRule:
             positive_label=info.get("positive_label"),
             threshold=float(threshold) if isinstance(threshold, (int, float)) else None,
             thresholds=info.get("thresholds"),
+            temperature=_temperature(info.get("temperature", 1.0)),
         )
+
+
+def _temperature(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ModelError(
+            f"bertfit.json has temperature {value!r}, not a positive number; it was edited: set it to 1 "
+            "(uncalibrated) or train the model again"
+        )
+    return float(value)
 
 
 def _prob_columns(labels: Sequence[str], probs: np.ndarray, digits: int | None = None) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The errors bertfit raises on bad input, each with a message that names the problem and the fix.
 
-BertfitError                      base class; the CLI prints "ErrorName: message" and exits with code 2
+BertfitError                      base class; the CLI prints "ErrorName: message" and exits with code 3
  ├── DataError (ValueError)       a data file that cannot be read or used as labelled text
  ├── ConfigError (ValueError)     an invalid training option or config file
  ├── ModelError (OSError)         a model directory or hub id that cannot be loaded
@@ -13,8 +13,10 @@ BertfitError                      base class; the CLI prints "ErrorName: message
  ├── TrainingError                training went wrong (the loss became NaN or infinite); the best state so far
  │    (RuntimeError)              was saved when there was one
  │    └── TrainingInterrupted     SIGINT/SIGTERM stopped training after a checkpoint; exit code 130/143
- └── StorageError (OSError)       a model or checkpoint could not be written (the disk is full or read-only);
-                                  the message names the path and the space needed
+ ├── StorageError (OSError)       a model or checkpoint could not be written (the disk is full or read-only);
+ │                                the message names the path and the space needed
+ └── HubError (OSError)           a model directory could not be uploaded to the Hugging Face Hub (no token,
+                                  refused, unreachable); it stays saved locally, the message gives the retry command
 """
 
 from __future__ import annotations
@@ -30,11 +32,15 @@ __all__ = [
     "TrainingError",
     "TrainingInterrupted",
     "StorageError",
+    "HubError",
 ]
 
 
 class BertfitError(Exception):
-    """Base class of every error bertfit raises on purpose."""
+    """Base class of every error bertfit raises on purpose. ``exit_code`` is the CLI's exit status for it: 3 (bad
+    data, options, model or output; 2 is a usage error that click reports, 1 an internal error)."""
+
+    exit_code = 3
 
 
 class DataError(BertfitError, ValueError):
@@ -86,3 +92,8 @@ class TrainingInterrupted(TrainingError):
 
 class StorageError(BertfitError, OSError):
     """A model directory or checkpoint could not be written: no space left, or no permission."""
+
+
+class HubError(BertfitError, OSError):
+    """A model directory could not be uploaded to the Hugging Face Hub; the model stays saved locally and the message
+    says how to retry (``bertfit push MODEL_DIR REPO_ID``)."""

@@ -3,7 +3,8 @@
 An export directory holds ``model.onnx`` (inputs ``input_ids``, ``attention_mask`` and ``token_type_ids`` when the
 model takes them, dynamic batch and sequence axes; output ``logits``), the tokenizer files, the model's
 ``config.json`` (labels and architecture, which optimum's ``ORTModelForSequenceClassification`` and so a
-``transformers.pipeline`` over it need), ``bertfit.json`` (the card, with an ``export`` entry) and ``metrics.json``.
+``transformers.pipeline`` over it need), ``bertfit.json`` (the card, with an ``export`` entry), ``metrics.json`` and
+the Hub model card ``README.md``.
 :func:`bertfit.model.load_classifier` opens it as an :class:`~bertfit.onnx_model.OnnxClassifier`, which predicts
 like a :class:`~bertfit.model.TextClassifier`.
 """
@@ -22,6 +23,7 @@ from .card import write_model_files
 from .exceptions import ConfigError, MissingDependencyError
 from .features import INPUT_KEYS
 from .files import atomic_directory
+from .hub import write_readme
 from .model import TextClassifier
 from .onnx_model import ONNX_FILE, OnnxClassifier, onnxruntime_module
 
@@ -95,6 +97,7 @@ def export_onnx(
             clf.model_.config.save_pretrained(staging)  # config.json: id2label, model_type, sizes
         card = replace(clf.card, export={"format": "onnx", "quantize": quantize, "opset": OPSET})
         write_model_files(staging, card, clf.metrics)
+        write_readme(staging, card, clf.metrics, name=output_dir.absolute().name)  # the Hub model card, README.md
         result = {
             "output_dir": str(output_dir),
             "quantize": quantize,

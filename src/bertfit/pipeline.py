@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from .metrics import minority_label
 from .track import Tracker
 from .validate import Validation, validate
 
-__all__ = ["Fitted", "fit", "prepare_data"]
+__all__ = ["Fitted", "Prepared", "fit", "prepare", "prepare_data", "validate_fitted"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +85,46 @@ class _Features:
     validation: Encoded
 
 
+@dataclass
+class Prepared:
+    """The data and features stages of a run: the splits and their token windows (see :func:`prepare`)."""
+
+    train: TextDataset
+    validation: TextDataset
+    origin: str  # of the validation split: "split" (held out of the training data) or "file"
+    features: _Features
+
+
+def prepare(config: TrainConfig, train_data, validation_data=None) -> Prepared:
+    """Run the data and features stages once, for runs that differ only in training options (the trials of
+    :mod:`bertfit.tune`): ``fit(config, prepared)`` skips both, whose results depend only on the data and on the
+    data, model and window options, and are deterministic. The encoder is loaded for its input limit, then dropped.
+
+    Raises:
+        DataError, ConfigError, ModelError: Unusable data, options or model.
+    """
+    train_ds, val_ds, origin = prepare_data(config, train_data, validation_data)
+    model, tokenizer = _load(config, train_ds, _decision(config, train_ds), None)
+    return Prepared(train_ds, val_ds, origin, _features(config, tokenizer, model, train_ds, val_ds))
+
+
 def fit(
     config: TrainConfig,
-    train_data: TextDataset | str | Path,
+    train_data: TextDataset | str | Path | Prepared,
     validation_data: TextDataset | str | Path | None = None,
     tracker: Tracker | None = None,
+    *,
+    on_evaluate: Callable[[dict[str, Any]], None] | None = None,
+    validate: bool = True,
 ) -> Fitted:
     """Run the data, features, train and validate stages (see the module docstring); nothing is written.
 
     ``tracker`` (made from ``config.track`` when None) receives the run's logs; a tracker made here is also closed
     here, one passed in is closed by the caller (after saving, so that it can log the model directory).
+    ``train_data`` may be the result of :func:`prepare` (``validation_data`` is then ignored): the data and features
+    stages are skipped. ``on_evaluate`` receives each evaluation's history row (see
+    :func:`bertfit.trainer.run_training`). With ``validate`` False the validate stage is left to
+    :func:`validate_fitted` (``metrics`` and ``records`` stay None).
 
     Raises:
         DataError, ConfigError, ModelError: Unusable data, options or model.
@@ -102,7 +133,11 @@ def fit(
     entered = time.perf_counter()
     own_tracker = tracker is None
     tracker = tracker or Tracker(config, main_process=stage.is_main_process())
-    train_ds, val_ds, val_from = prepare_data(config, train_data, validation_data)
+    prepared = train_data if isinstance(train_data, Prepared) else None
+    if prepared is None:
+        train_ds, val_ds, val_from = prepare_data(config, train_data, validation_data)
+    else:
+        train_ds, val_ds, val_from = prepared.train, prepared.validation, prepared.origin
     checkpointer, resume = _checkpoints(config, train_ds, val_ds)
     decision = _decision(config, train_ds)
     class_weights = stage.class_weight_vector(config.class_weights, train_ds.labels, train_ds.classes)
@@ -112,7 +147,7 @@ def fit(
 
     set_seed(config.seed)
     model, tokenizer = _load(config, train_ds, decision, class_weights)
-    features = _features(config, tokenizer, model, train_ds, val_ds)
+    features = prepared.features if prepared else _features(config, tokenizer, model, train_ds, val_ds)
     setup_seconds = time.perf_counter() - entered
     embeddings = None
     if config.baselines and stage.is_main_process():  # with the pretrained weights, while the model still has them
@@ -121,9 +156,8 @@ def fit(
     tracker.start()
     with tracker.closing_on_error():
         splits, checkpoints = (train_ds, val_ds), (checkpointer, resume)
-        result = _train(
-            model, tokenizer, config, precision, features, splits, decision, class_weights, tracker, checkpoints
-        )
+        hooks = (tracker, checkpoints, on_evaluate)
+        result = _train(model, tokenizer, config, precision, features, splits, decision, class_weights, *hooks)
     if result.diverged_at is not None and result.best_row is None:
         raise TrainingError(stage.divergence_message(config, result, saved_to=None))
     record = _record(config, precision, result, features, train_ds, val_ds, val_from, setup_seconds)
@@ -137,14 +171,23 @@ def fit(
             "bytes": checkpointer.bytes,
         }
     fitted = Fitted(model, tokenizer, card, None, None, result, config, checkpointer)
-    if not result.main_process:  # another rank of a distributed run: rank 0 validates, saves and tracks
+    if not result.main_process or not validate:  # another rank of a distributed run (rank 0 validates), or later
         return fitted
-    _validate(fitted, config, precision, features, (train_ds, val_ds), embeddings)
-    if result.diverged_at is not None:
-        record.warnings.append(stage.divergence_message(config, result, saved_to=config.output_dir))
+    validate_fitted(fitted, Prepared(train_ds, val_ds, val_from, features), embeddings)
     if own_tracker:
         tracker.finish(fitted.metrics, None)
     return fitted
+
+
+def validate_fitted(fitted: Fitted, prepared: Prepared, embeddings=None) -> None:
+    """The validate stage of a run, on the logits of the evaluation that chose its state (:func:`fit` runs it, unless
+    ``validate`` was False): ``fitted`` gets the tuned decision, metrics, records, warnings and baselines of
+    ``fitted.config``. ``embeddings`` are the frozen-embedding baseline's, when computed before training."""
+    record, config, result = fitted.card.training, fitted.config, fitted.result
+    precision = Precision(record.precision, record.device)
+    _validate(fitted, config, precision, prepared.features, (prepared.train, prepared.validation), embeddings)
+    if result.diverged_at is not None:
+        record.warnings.append(stage.divergence_message(config, result, saved_to=config.output_dir))
 
 
 def prepare_data(config: TrainConfig, train_data, validation_data) -> tuple[TextDataset, TextDataset, str]:
@@ -289,7 +332,7 @@ def _windows(encoded: Encoded, dataset: TextDataset, labels: list[str], tokenize
     return stage.Windows(encoded, per_text[encoded.text_index], pad_id, left, sample, seed)
 
 
-def _train(model, tokenizer, config, precision, features: _Features, splits, decision, weights, tracker, checkpoints):
+def _train(model, tokenizer, config, precision, features, splits, decision, weights, tracker, checkpoints, hook=None):
     train_ds, val_ds = splits
     labels = list(decision.labels)
     metrics_fn = stage.epoch_metrics(
@@ -305,7 +348,7 @@ def _train(model, tokenizer, config, precision, features: _Features, splits, dec
     validation = _windows(features.validation, val_ds, labels, tokenizer)
     checkpointer, resume = checkpoints
     return stage.run_training(
-        model, config, precision, train, validation, metrics_fn, weights, tracker, checkpointer, resume
+        model, config, precision, train, validation, metrics_fn, weights, tracker, checkpointer, resume, hook
     )
 
 
@@ -376,6 +419,7 @@ def _validate(fitted: Fitted, config: TrainConfig, precision: Precision, feature
     record.precision_check = _precision_check(fitted, config, validation, val_ds.texts, precision)
     record.validation_seconds = validation.seconds
     record.threshold_tuning = validation.tuning
+    record.calibration = validation.calibration
     record.warnings.extend(validation.warnings)
     record.baselines = validation.baselines
     fitted.card = card.with_decision(validation.decision)

@@ -1,8 +1,9 @@
 """The training report: one self-contained ``report.html`` (plots embedded as PNG data URIs, no scripts, no network).
 
 It shows the config and data summary, learning curves, the per-epoch table, per-class scores, a confusion-matrix
-heat map (single-label tasks), precision-recall and ROC curves for binary tasks, the most confident validation
-mistakes (true vs predicted label sets for multi-label tasks), throughput and timings, and the environment.
+heat map (single-label tasks), precision-recall and ROC curves for binary tasks, the temperature and a reliability
+diagram before and after it (:mod:`bertfit.calibration`), the most confident validation mistakes (true vs predicted
+label sets for multi-label tasks), throughput and timings, and the environment.
 :func:`build_report` makes the page from a model's card, its metrics and its per-text validation records (see
 :meth:`bertfit.decision.DecisionRule.records`); the save stage writes it into every model directory, and
 ``bertfit report`` (:func:`bertfit.evaluate.write_report`) rebuilds it, optionally on another labelled file.
@@ -65,9 +66,11 @@ def build_report(
         _comparison(card, metrics),
         _config_and_data(card),
         _learning(card),
+        _search(card),
         _per_class(card, metrics),
         _confusion(metrics),
         _binary_curves(card, metrics, records),
+        _calibration(card, records, evaluated_on),
         _mistakes(card, records),
         _timings(card, records),
         _environment(card),
@@ -338,6 +341,65 @@ def _binary_curves(card: ModelCard, metrics, records) -> str:
     return _section("curves", "Precision-recall and ROC curves", body)
 
 
+def _calibration(card: ModelCard, records, evaluated_on: str | None) -> str:
+    """The temperature fitted on validation, NLL and ECE at 1 and at it, and the reliability diagram of both; on
+    another labelled file also that file's calibrated curve (from its records)."""
+    from .calibration import reliability, targets_of
+
+    calibration = card.training.calibration if card.training else None
+    if calibration is None:
+        return ""
+    t = calibration.temperature
+    curves = [
+        (f"validation, T = 1 (uncalibrated): ECE {calibration.before.ece:.4f}", calibration.before),
+        (f"validation, T = {t:g}: ECE {calibration.after.ece:.4f}", calibration.after),
+    ]
+    note = ""
+    if evaluated_on and records:
+        truth = [r["true_labels"] if card.multi_label else r["true_label"] for r in records]
+        probs = np.array([[r[f"prob_{label}"] for label in card.labels] for r in records])  # (n_texts, n_labels)
+        on_file = reliability(probs, targets_of(truth, card.decision), card.multi_label)
+        curves.append((f"{evaluated_on}, T = {t:g}: ECE {on_file.ece:.4f}", on_file))
+        note = f"<p>On {_e(evaluated_on)} (T = {t:g}): ECE {on_file.ece:.4f} over {len(records):,} texts.</p>"
+    rows = [
+        ("negative log-likelihood", calibration.nll_before, calibration.nll_after),
+        ("expected calibration error (ECE)", calibration.before.ece, calibration.after.ece),
+    ]
+    how = f"kept at 1: {calibration.kept}" if calibration.kept else f"fitted on {calibration.texts:,} validation texts"
+    intro = (
+        f"<p>Every logit is divided by the temperature T = {t:g} ({_e(how)}) before the "
+        f"{'sigmoid' if card.multi_label else 'softmax'}: the most probable label stays, the probabilities move "
+        "towards how often the model is right. ECE: the text-weighted mean gap between confidence and accuracy over "
+        f"{len(calibration.after.counts)} equal-width confidence bins"
+        + (" (every label's probability of every text)" if card.multi_label else "")
+        + ".</p>"
+    )
+    table = _table(["on validation", "T = 1", f"T = {t:g}"], rows)
+    diagram = _img(_reliability_figure(curves, card), "reliability diagram")
+    return _section("calibration", "Calibration", intro + table + note + diagram)
+
+
+def _reliability_figure(curves, card: ModelCard):
+    # Left: accuracy against mean confidence per bin (filled bins only); right: how many confidences fall in each bin.
+    fig = figure()
+    diagram_ax, count_ax = fig.subplots(1, 2)
+    diagram_ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="calibrated")
+    n_bins = len(curves[0][1].counts)
+    width = 1 / n_bins / len(curves)
+    for k, (name, bins) in enumerate(curves):
+        filled = [(c, a) for c, a in zip(bins.confidence, bins.accuracy) if c is not None]
+        diagram_ax.plot([c for c, _ in filled], [a for _, a in filled], marker="o", label=name)
+        count_ax.bar(np.arange(n_bins) / n_bins + k * width, bins.counts, width=width, align="edge", label=name)
+    what = "a label's probability" if card.multi_label else "probability of the predicted label"
+    right = "share of true labels" if card.multi_label else "share predicted right"
+    diagram_ax.set(title="Reliability diagram", xlabel=what, ylabel=right, xlim=(0, 1), ylim=(0, 1))
+    diagram_ax.legend(loc="upper left", fontsize=8)
+    diagram_ax.grid(alpha=0.3)
+    count_ax.set(title="Confidences per bin", xlabel=what, ylabel="count (log scale)", xlim=(0, 1), yscale="log")
+    fig.tight_layout()
+    return fig
+
+
 def _mistakes(card: ModelCard, records) -> str:
     if not records:
         return ""
@@ -375,6 +437,38 @@ def _label_set_error(record: dict) -> float:
 
 def _set(labels: Sequence[str]) -> str:
     return ", ".join(labels) if labels else "(none)"
+
+
+def _search(card: ModelCard) -> str:
+    """The trials of the hyperparameter search that chose the options (``bertfit tune``); the saved one in green."""
+    search = card.training.search if card.training else None
+    if search is None:
+        return ""
+    names = list(dict.fromkeys(name for trial in search.trials for name in trial["params"]))
+    rows = [
+        [
+            trial["number"],
+            trial["state"] + (f" ({trial['pruned_by']})" if trial.get("pruned_by") else ""),
+            trial.get("value"),
+            *(_param(trial["params"].get(name)) for name in names),
+            trial.get("evaluations"),
+            f"{trial['seconds']:.1f}",
+        ]
+        for trial in search.trials
+    ]
+    classes = ["best" if trial["number"] == search.best_trial else "" for trial in search.trials]
+    table = _table(["trial", "state", search.metric, *names, "evaluations", "seconds"], rows, left=2, classes=classes)
+    budget = f" within a time budget of {search.time_budget:g} s" if search.time_budget is not None else ""
+    note = (
+        f"<p class='muted'>{len(search.trials)} trials in {search.seconds:.0f} s{budget}, on the validation split "
+        f"above. The saved model is the green trial's. A pruned trial stopped at an evaluation (its value: the best "
+        f"until then); the other options are those of the config table.</p>"
+    )
+    return _section("search", "Hyperparameter search", table + note)
+
+
+def _param(value: Any) -> Any:
+    return f"{value:.3g}" if isinstance(value, float) else value  # a learning rate of 3e-05, not 0.0000
 
 
 def _timings(card: ModelCard, records) -> str:

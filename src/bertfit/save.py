@@ -12,6 +12,7 @@ from .card import ModelCard, write_model_files
 from .checkpoint import estimate_bytes, storage_error
 from .exceptions import BertfitError
 from .files import atomic_directory
+from .hub import write_readme
 from .report import build_report
 
 __all__ = ["save_model"]
@@ -31,7 +32,8 @@ def save_model(
     then: str = "save again",
 ) -> Path:
     """Write a model directory: a standard Hugging Face one (``model.safetensors``, ``config.json``, tokenizer files)
-    plus the files of :func:`bertfit.card.write_model_files`; ``report.html`` when metrics and records are given.
+    plus the files of :func:`bertfit.card.write_model_files`; ``report.html`` when metrics and records are given; and
+    the Hub model card ``README.md`` (:mod:`bertfit.hub`).
     ``then`` ends the message of a full disk: what to do once space is free.
 
     Raises:
@@ -45,6 +47,7 @@ def save_model(
             tokenizer.save_pretrained(staging)
             report = build_report(card, metrics, records) if metrics is not None and records is not None else None
             write_model_files(staging, card, metrics, records, report)
+            write_readme(staging, card, metrics, name=path.absolute().name)  # the Hub model card, README.md
     except BertfitError:
         raise
     except OSError as err:  # a full or read-only disk: one line, and the staging copy is already removed

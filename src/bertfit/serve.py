@@ -2,8 +2,10 @@
 
 Routes: ``POST /predict`` (``{"texts": [...]}`` -> label, score and class probabilities per text), ``GET /health``
 (alive: 200 while the process runs), ``GET /ready`` (200 while the model is loaded and the queue has room, else 503),
-``GET /info`` (labels, base model, max_length, long-text rule, training metrics, limits), ``GET /`` (a try-it page),
-and ``/docs`` / ``/redoc`` (OpenAPI pages whose scripts come from the fastapi-offline package: no CDN, no network).
+``GET /info`` (labels, base model, max_length, long-text rule, training metrics, limits), ``POST /explain``
+(``{"text": "..."}`` -> per-word attributions for the predicted or a given label, by integrated gradients: see
+:mod:`bertfit.explain`), ``GET /`` (a try-it page, whose "explain" toggle highlights the words), and ``/docs`` /
+``/redoc`` (OpenAPI pages whose scripts come from the fastapi-offline package: no CDN, no network).
 
 Concurrent requests share forward passes: a :class:`MicroBatcher` collects the texts of requests arriving within
 ``max_wait_ms`` (up to ``max_batch_size`` texts), runs one batched ``predict_proba`` in a worker thread (the event
@@ -20,7 +22,10 @@ Any text a client can put in valid JSON gets a 200 or a 4xx; a 500 means the mod
 
 Under load the server sheds work instead of queueing it without bound: past ``max_queue`` waiting texts
 ``/predict`` answers 503 with ``Retry-After``, and a request not answered within ``timeout`` seconds gets 504 (its
-texts leave the queue if their forward pass had not started). With ``api_key``, ``/predict`` and ``/info`` need
+texts leave the queue if their forward pass had not started). ``/explain`` takes one text of at most ``max_chars``
+and runs one explanation at a time (503 with ``Retry-After`` while one runs, 504 past ``timeout``, 501 with the pip
+line when captum is missing or the model is an ONNX export); Captum hooks the embedding layer, so predictions wait
+while an explanation runs. With ``api_key``, ``/predict``, ``/explain`` and ``/info`` need
 ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (401 otherwise). ``allowed_hosts`` (by default the loopback
 names) refuses requests addressed to any other Host with 400: a web page cannot reach a server on localhost by
 rebinding its own domain to 127.0.0.1.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -46,13 +52,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
 from ._version import __version__
 from .config import PRECISIONS
 from .exceptions import ConfigError, MissingDependencyError
+from .explain import explain, explanation_unavailable
 from .predictor import Predictor
 
 try:
@@ -60,7 +67,7 @@ try:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
     from fastapi.security import APIKeyHeader, HTTPBearer
-    from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
+    from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, create_model
 except ImportError:  # pragma: no cover - exercised by a test that hides fastapi
     raise MissingDependencyError.for_extra("bertfit serve", "serve", "fastapi") from None
 try:
@@ -75,7 +82,8 @@ logger = logging.getLogger(__name__)
 PAGE_FILE = "serve_page.html"
 # The Host header values of a server bound to the loopback interface, whatever its port.
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
-PROTECTED_PATHS = ("/predict", "/info")  # what api_key guards; /health, /ready, the page and the docs stay open
+# What api_key guards; /health, /ready, the page and the docs stay open.
+PROTECTED_PATHS = ("/predict", "/info", "/explain")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 # A character that is not whitespace, a control character or an invisible format character (NUL, zero-width space,
 # BOM, bidi marks): a text needs one to be classified. Written with escapes both Python and JSON Schema (ECMA-262)
@@ -102,6 +110,34 @@ def _request_model(max_texts: int, max_chars: int) -> type[BaseModel]:
     )
     config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["see you at 7"]}]})
     return create_model("PredictRequest", __config__=config, texts=(list[StrictStr], texts))
+
+
+def _whole_number(value: Any) -> Any:
+    """An integer as JSON Schema reads one: 106 or 106.0, never "106" or true (pydantic's lax int takes those, and
+    its strict int refuses 106.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected an integer")
+    return value
+
+
+def _explain_request_model(labels: Sequence[str], max_chars: int) -> type[BaseModel]:
+    """The body of POST /explain: one text (checked by :func:`_clean_texts`), a label of this model, the steps."""
+    text = Field(
+        description="The text to explain, with a visible character; GET /info lists the limits.",
+        json_schema_extra={"maxLength": max_chars, "pattern": VISIBLE_PATTERN},
+    )
+    label = Field(default=None, description="The label to explain; default: the predicted (most probable) one.")
+    steps = Field(default=32, ge=1, le=MAX_SERVED_STEPS, description="Integration points; more: slower, exacter.")
+    config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "see you at 7"}]})
+    return create_model(
+        "ExplainRequest",
+        __config__=config,
+        text=(StrictStr, text),
+        label=(Literal[tuple(labels)] | None, label),
+        steps=(Annotated[int, BeforeValidator(_whole_number)], steps),
+    )
 
 
 class Prediction(BaseModel):
@@ -144,6 +180,27 @@ class Readiness(BaseModel):
     max_queue: int = Field(description="Most texts that may wait; /predict answers 503 beyond it.")
 
 
+class WordScore(BaseModel):
+    word: str = Field(description="text[start:end], offsets in Unicode code points.")
+    start: int
+    end: int
+    score: float = Field(description="Change of the label's probability this word accounts for.")
+    weight: float = Field(description="score / the largest absolute score: from -1 to 1.")
+
+
+class ExplainResponse(BaseModel):
+    text: str = Field(description="The text explained (lone surrogates replaced with U+FFFD); offsets index it.")
+    label: str
+    predicted: bool = Field(description="Whether the model predicts that label for the text.")
+    probability: float
+    baseline_probability: float = Field(description="The label's probability with every word replaced by [PAD].")
+    convergence_delta: float = Field(description="sum(scores) - (probability - baseline_probability).")
+    steps: int
+    windows: int
+    truncated: bool = Field(description="The model saw only the first max_length tokens; later words have no score.")
+    words: list[WordScore]
+
+
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed JSON, a bad Content-Length or a Host not allowed."},
@@ -154,6 +211,14 @@ _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     504: {"model": ErrorResponse, "description": "The prediction did not finish within the timeout."},
 }
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse, "description": "No or a wrong key."}}
+_EXPLAIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_PREDICT_ERRORS,
+    422: {"model": ErrorResponse, "description": "A bad body, a text over the limit or empty, an unknown label."},
+    501: {"model": ErrorResponse, "description": "captum is not installed, or the model is an ONNX export."},
+    503: {"model": ErrorResponse, "description": "An explanation is already running.", "headers": _RETRY_AFTER},
+    504: {"model": ErrorResponse, "description": "The explanation did not finish within the timeout."},
+}
+MAX_SERVED_STEPS = 128  # an explanation costs about 2 x steps forward passes per window
 
 
 class QueueFull(Exception):
@@ -354,7 +419,8 @@ def create_app(
     >>> app = create_app(TextClassifier.from_pretrained("runs/spam"), api_key="s3cret")  # doctest: +SKIP
     """
     _check_options(max_texts, max_queue, timeout, api_key)
-    batcher = MicroBatcher(_predict_fn(classifier, precision), max_batch_size, max_wait_ms, max_queue)
+    model_lock = threading.Lock()  # Captum hooks the embedding layer during an explanation: predictions wait
+    batcher = MicroBatcher(_predict_fn(classifier, precision, model_lock), max_batch_size, max_wait_ms, max_queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -376,6 +442,7 @@ def create_app(
     )
     app.state.batcher = batcher
     app.state.timeout = timeout
+    app.state.model_lock = model_lock
     # The last added runs first: the Host check, then the key (before any body is read), then the body limit.
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     if api_key is not None:
@@ -423,6 +490,7 @@ def _add_routes(
         responses={**_PREDICT_ERRORS, **unauthorized},
         dependencies=dependencies,
     )(predict)
+    _add_explain_route(app, classifier, limits, dependencies, unauthorized)
 
     @app.get("/health", response_model=Health)
     async def health() -> dict[str, Any]:
@@ -448,6 +516,67 @@ def _add_routes(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
         return page
+
+
+def _add_explain_route(
+    app: FastAPI, classifier: Predictor, limits: dict[str, Any], dependencies: list, unauthorized: dict
+) -> None:
+    unavailable = explanation_unavailable(classifier)
+    slot = threading.Lock()  # one explanation at a time; held from its start until its thread ends
+
+    async def explain_text(request: BaseModel) -> dict[str, Any]:
+        """Per-word attributions (integrated gradients) of one text for a label, by default the predicted one."""
+        if unavailable is not None:
+            raise HTTPException(501, unavailable)
+        try:
+            (text,) = _clean_texts([request.text], 1, limits["max_chars"])
+        except HTTPException as err:  # its messages name "texts[0]"; this body has one "text"
+            raise HTTPException(err.status_code, err.detail.replace("texts[0]", "text", 1)) from None
+        if not slot.acquire(blocking=False):
+            raise HTTPException(
+                503, "an explanation is already running (one at a time); retry later", headers={"Retry-After": "1"}
+            )
+        work = functools.partial(explain, classifier, text, request.label, steps=request.steps)
+        try:
+            explanation = await asyncio.wait_for(_in_thread(work, app.state.model_lock, slot), limits["timeout"])
+        except asyncio.TimeoutError:
+            raise HTTPException(
+                504, f"the explanation did not finish within {limits['timeout']:g} s; retry with fewer steps"
+            ) from None
+        return explanation.to_dict()
+
+    explain_text.__annotations__["request"] = _explain_request_model(classifier.labels, limits["max_chars"])
+    app.post(
+        "/explain",
+        response_model=ExplainResponse,
+        responses={**_EXPLAIN_ERRORS, **unauthorized},
+        dependencies=dependencies,
+    )(explain_text)
+
+
+def _in_thread(work: Callable[[], Any], lock: threading.Lock, slot: threading.Lock) -> asyncio.Future:
+    """``work()`` holding ``lock`` in a thread of its own, started now; ``slot`` is released when it ends, whether
+    or not anyone still awaits the result (a timed-out caller does not stop a running explanation)."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(method: str, value: Any) -> None:
+        if not future.done():  # cancelled when the caller timed out
+            getattr(future, method)(value)
+
+    def run() -> None:
+        try:
+            with lock:
+                outcome = ("set_result", work())
+        except Exception as err:  # handed to the caller, whose request then fails with a 500
+            outcome = ("set_exception", err)
+        finally:
+            slot.release()
+        with contextlib.suppress(RuntimeError):  # the event loop is closed: the server stopped meanwhile
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="bertfit-explain", daemon=True).start()
+    return future
 
 
 def run_server(
@@ -527,11 +656,17 @@ def _check_options(max_texts: int, max_queue: int, timeout: float, api_key: str 
         raise ConfigError("api_key is empty; pass a non-empty key, or none to serve without authentication")
 
 
-def _predict_fn(classifier: Predictor, precision: str) -> Callable[[list[str]], np.ndarray]:
-    """``predict_proba`` of ``classifier`` predicting in ``precision`` (sharing its weights)."""
+def _predict_fn(classifier: Predictor, precision: str, lock: threading.Lock) -> Callable[[list[str]], np.ndarray]:
+    """``predict_proba`` of ``classifier`` predicting in ``precision`` (sharing its weights), run holding ``lock``."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return classifier.with_precision(precision).predict_proba
+    predict_proba = classifier.with_precision(precision).predict_proba
+
+    def predict(texts: list[str]) -> np.ndarray:
+        with lock:
+            return predict_proba(texts)
+
+    return predict
 
 
 def _clean_texts(texts: list[str], max_texts: int, max_chars: int) -> list[str]:
@@ -565,8 +700,10 @@ def _model_info(classifier: Predictor, limits: dict[str, Any]) -> dict[str, Any]
         "positive_label": card.positive_label,
         "threshold": card.decision.threshold,
         "thresholds": card.decision.thresholds,
+        "temperature": card.decision.temperature,
         "metrics": classifier.metrics,
         "limits": limits,
+        "explain": explanation_unavailable(classifier) is None,  # POST /explain answers (else 501)
         "bertfit_version": __version__,
     }
 
@@ -591,7 +728,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             for err in exc.errors()
         ]
         status = 400 if any(err["type"] == "json_invalid" for err in exc.errors()) else 422
-        message = "malformed JSON" if status == 400 else 'expected {"texts": ["a text", ...]}'
+        expected = '{"text": "a text"}' if _route_path(request.scope) == "/explain" else '{"texts": ["a text", ...]}'
+        message = "malformed JSON" if status == 400 else f"expected {expected}"
         return JSONResponse({"detail": message, "errors": errors}, status_code=status)
 
     @app.exception_handler(Exception)

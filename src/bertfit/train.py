@@ -15,6 +15,7 @@ from .checkpoint import RESUME_HINT
 from .config import TrainConfig
 from .data import TextDataset
 from .files import check_output_dir
+from .hub import check_push, push_to_hub
 from .metrics import format_metrics
 from .model import TextClassifier
 from .pipeline import fit
@@ -34,7 +35,8 @@ def train(
 
     Evaluates on validation after every epoch (or every ``eval_steps``), keeps the best state by
     ``config.metric_for_best_model``, restores it, tunes the decision threshold(s), computes the final metrics and,
-    when ``config.output_dir`` is set, saves the model directory atomically. With ``config.long_text`` "chunk" it
+    when ``config.output_dir`` is set, saves the model directory atomically (and uploads it to ``config.push_to_hub``
+    on the Hugging Face Hub when that is set). With ``config.long_text`` "chunk" it
     trains on overlapping windows of the texts, each labelled with its text's label; metrics, threshold and report
     stay per text (a text's logits aggregate its windows'), while the per-epoch validation loss is a mean over windows.
 
@@ -55,12 +57,15 @@ def train(
         ModelError: The model cannot be loaded.
         OutputExistsError: ``config.output_dir`` holds files and ``config.overwrite`` is False.
         TrainingError: The loss became NaN or infinite; the best state before it was saved, if there was one.
+        HubError: ``config.push_to_hub`` is set and the upload failed; the model is saved in ``config.output_dir``.
 
     >>> clf = train(TrainConfig(output_dir="runs/spam"), "examples/sms_spam.csv")  # doctest: +SKIP
     """
     if config.output_dir:
         # Every rank of a distributed run checks before training; only rank 0 writes, after training.
         check_output_dir(config.output_dir, config.overwrite)  # fail before minutes of training, not after
+    if config.push_to_hub:
+        check_push(config.push_to_hub, config.output_dir)  # a missing token or a malformed id: before training too
     tracker = Tracker(config, main_process=is_main_process())
     fitted = fit(config, train_data, validation_data, tracker)
     parts = (fitted.model, fitted.tokenizer, fitted.card, fitted.metrics, fitted.records)
@@ -74,6 +79,8 @@ def train(
             fitted.checkpointer.remove()
     tracker.finish(classifier.metrics, config.output_dir)
     fitted.raise_if_diverged(saved_to=config.output_dir)
+    if config.push_to_hub:  # last: a failed upload leaves the model saved and the run tracked
+        push_to_hub(config.output_dir, config.push_to_hub, private=config.hub_private)
     return classifier
 
 
@@ -100,6 +107,13 @@ def summary(classifier: TextClassifier, output_dir: str | Path | None = None) ->
             f"  decision threshold {decision.threshold:.4f} on P({decision.positive_label}), tuned on validation for "
             f"{tuning.metric}; at 0.5 instead: f1 {half['f1']:.4f}, precision {half['precision']:.4f}, "
             f"recall {half['recall']:.4f}"
+        )
+    calibration = record.calibration
+    if calibration is not None:
+        how = f"kept at 1: {calibration.kept}" if calibration.kept else "fitted on validation"
+        lines.append(
+            f"  temperature {calibration.temperature:g} ({how}); expected calibration error "
+            f"{calibration.before.ece:.4f} at 1 -> {calibration.after.ece:.4f}"
         )
     check = record.precision_check
     if check:

@@ -150,6 +150,7 @@ def run_training(
     tracker=None,
     checkpointer: Checkpointer | None = None,
     resume: tuple[dict[str, Any], dict[str, Any] | None] | None = None,
+    on_evaluate: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on the ``train`` windows, evaluate on ``validation`` after every epoch (or every
     ``config.eval_steps`` steps) and restore the best state by ``config.metric_for_best_model``.
@@ -157,12 +158,15 @@ def run_training(
     ``metrics_fn`` maps the validation logits, shape ``(len(validation), n_labels)`` in window order, to scalar
     metrics per text (see :func:`epoch_metrics`). With ``checkpointer`` the whole state is written at every
     evaluation and when SIGINT or SIGTERM stops the run; ``resume`` (the checkpointer's ``load()``) continues from it.
+    ``on_evaluate`` is called after each evaluation with its row of the history (epoch, step, losses, metrics); an
+    exception it raises stops training and propagates (:mod:`bertfit.tune` prunes trials this way).
 
     Raises:
         TrainingInterrupted: SIGINT or SIGTERM stopped the run (after writing a checkpoint, with a checkpointer).
     """
     loop = _Loop(model, config, precision, train, validation, metrics_fn, class_weights, tracker)
     loop.checkpointer = checkpointer
+    loop.on_evaluate = on_evaluate
     if resume is not None:
         loop.load(*resume)
     return loop.run()
@@ -260,6 +264,7 @@ class _Loop:
         self.grad_norm: torch.Tensor | None = None
         self.last_lr = config.learning_rate
         self.checkpointer: Checkpointer | None = None
+        self.on_evaluate: Callable[[dict[str, Any]], None] | None = None
         self.stopped = False  # training ended (the last step, early stopping or divergence)
         self.elapsed = 0.0  # training seconds of the run before a resume
         self._best_saved: float | None = None  # the best value whose state the checkpoint holds
@@ -368,6 +373,8 @@ class _Loop:
             self.monitor.evaluated(row, metrics, self.model, window_logits, seconds) or self.step >= self.total
         )
         self._checkpoint()
+        if self.on_evaluate is not None:
+            self.on_evaluate(dict(self.monitor.rows[-1]))
         return self.stopped
 
     def _reduced_loss(self) -> float:

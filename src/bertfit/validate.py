@@ -1,10 +1,11 @@
 """The validation stage: score the trained model on validation, tune its decision, check it, and fit the baselines.
 
 After training stops at the best state, :func:`validate` takes that state's logits of every validation text (from
-the evaluation that chose it: no second pass), tunes the decision
-threshold (binary tasks) or one threshold per label (multi-label tasks) on those probabilities, computes the final
-metrics at the tuned decision, builds the per-text records the report is made of, warns when the model collapsed or
-is no better than the majority class, and fits the baselines on the same split.
+the evaluation that chose it: no second pass), fits the temperature that calibrates its probabilities
+(:mod:`bertfit.calibration`), tunes the decision threshold (binary tasks) or one threshold per label (multi-label
+tasks) on the calibrated probabilities, computes the final metrics at the tuned decision, builds the per-text
+records the report is made of, warns when the model collapsed or is no better than the majority class, and fits the
+baselines on the same split.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import Calibration, calibrate
 from .card import ThresholdTuning
 from .config import TrainConfig
 from .data import TextDataset, multi_hot
@@ -50,6 +52,7 @@ class Validation:
     tuning: ThresholdTuning | None = None
     warnings: list[str] = field(default_factory=list)
     baselines: dict[str, dict[str, Any]] | None = None
+    calibration: Calibration | None = None
 
 
 def validate(
@@ -76,6 +79,9 @@ def validate(
         embeddings: The frozen-embedding baseline's features, if computed already (see
             :func:`bertfit.baseline.frozen_embeddings`).
     """
+    # The temperature first: thresholds are tuned on the probabilities the saved model will give.
+    calibration = calibrate(logits, validation.labels, decision, enabled=config.calibrate)
+    decision = replace(decision, temperature=calibration.temperature)
     probs = decision.probabilities(logits)  # (n_validation, n_labels)
     decision, tuning = tune_decision(decision, config.threshold_metric, validation.labels, probs)
     metrics = compute_metrics(
@@ -94,6 +100,7 @@ def validate(
         probs=probs,
         tuning=tuning,
         warnings=[warning] if warning else [],
+        calibration=calibration,
         baselines=_baselines(config, train, validation, decision.positive_label, max_length, embeddings)
         if config.baselines
         else None,
