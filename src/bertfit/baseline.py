@@ -41,6 +41,7 @@ def run_baselines(
     max_length: int = 256,
     batch_size: int = 64,
     embeddings: tuple[np.ndarray, np.ndarray, float] | None = None,
+    tfidf: tuple[Any, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train each baseline on ``train`` and score it on ``validation`` with the metrics of fine-tuning.
 
@@ -65,6 +66,8 @@ def run_baselines(
         embeddings: The frozen encoder's embeddings of ``train`` and ``validation`` and the seconds they took, when
             they were computed already (``bertfit train`` computes them with the model it loaded, before training);
             see :func:`frozen_embeddings`.
+        tfidf: The lexical head (:class:`bertfit.lexical.LexicalHead`, the same TF-IDF + logistic regression
+            fitted on ``train``) and the seconds it took, when the validation stage fitted it already.
 
     Returns:
         ``{name: {"metrics": compute_metrics dict, "seconds": fit + predict time}}`` for each name in
@@ -89,16 +92,8 @@ def run_baselines(
         validation = validation.as_multi_label()
     check_validation(train, validation)
     positive = _positive_label(positive_label, train, labels)
-    predictors: dict[str, Callable[[], list]] = {
-        "majority_class": lambda: _majority_class(train, validation),
-        "tfidf_logreg": lambda: _tfidf_logreg(train, validation, labels),
-        "frozen_embeddings_logreg": lambda: _frozen_embeddings_logreg(
-            train,
-            validation,
-            labels,
-            embeddings or _embed(model_name_or_path, train, validation, max_length, batch_size),
-        ),
-    }
+    embed = (model_name_or_path, max_length, batch_size)
+    predictors = _predictors(train, validation, labels, embeddings, tfidf, embed)
     results: dict[str, dict[str, Any]] = {}
     for name in BASELINES:
         start = time.perf_counter()
@@ -106,10 +101,28 @@ def run_baselines(
         seconds = time.perf_counter() - start
         if name == "frozen_embeddings_logreg" and embeddings is not None:
             seconds += embeddings[2]  # the forward passes done before training
+        if name == "tfidf_logreg" and tfidf is not None:
+            seconds += tfidf[1]  # the fit done by the validation stage
         metrics = compute_metrics(validation.labels, predictions, labels, positive)
         results[name] = {"metrics": metrics, "seconds": seconds}
         logger.info("baseline %s: macro-F1 %.4f in %.1f s", name, metrics["macro_f1"], seconds)
     return results
+
+
+def _predictors(train, validation, labels, embeddings, tfidf, embed) -> dict[str, Callable[[], list]]:
+    # Each baseline's validation predictions, made when called (in BASELINES order, each timed).
+    def tfidf_predictions() -> list:
+        if tfidf is None:
+            return _tfidf_logreg(train, validation, labels)
+        return [tfidf[0].labels[k] for k in tfidf[0].scores(validation.texts).argmax(axis=1)]  # the lexical head
+
+    return {
+        "majority_class": lambda: _majority_class(train, validation),
+        "tfidf_logreg": tfidf_predictions,
+        "frozen_embeddings_logreg": lambda: _frozen_embeddings_logreg(
+            train, validation, labels, embeddings or _embed(embed[0], train, validation, *embed[1:])
+        ),
+    }
 
 
 def format_baselines(results: dict[str, dict[str, Any]], multi_label: bool = False) -> str:
@@ -173,22 +186,11 @@ def _fit_predict(estimator, train_features, val_features, train: TextDataset, la
 
 
 def _tfidf_logreg(train: TextDataset, validation: TextDataset, labels: list[str]) -> list:
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    # min_df=2 drops typos and one-off tokens; on tiny data that may leave no terms, then every term counts.
-    # The token pattern keeps one-character words ("u", "2", "r" in SMS), which the sklearn default drops.
-    for min_df in (2, 1):
-        vectorizer = TfidfVectorizer(
-            ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, token_pattern=r"(?u)\b\w+\b"
-        )
-        try:
-            features = vectorizer.fit_transform(train.texts)  # (n_train, n_terms), sparse
-            break
-        except ValueError:  # "empty vocabulary" / "no terms remain"
-            continue
-    else:
-        raise DataError(f"the texts of {train.source} hold no words for TF-IDF; check --text-column")
+    from .lexical import tfidf_features
+
+    vectorizer, features = tfidf_features(train.texts, train.source)  # the lexical head's features
     classifier = LogisticRegression(max_iter=1000, class_weight="balanced")
     return _fit_predict(classifier, features, vectorizer.transform(validation.texts), train, labels)
 
