@@ -105,11 +105,13 @@ def _run(name: str, spec: Spec, baselines: bool, history_dir: Path | None = None
         f"training {info['train_seconds']} s",
         flush=True,
     )
+    if info.get("lexical"):  # the lexical head: the encoder alone, the average, and whether it was kept
+        print(f"{name}: lexical head {info['lexical']}", flush=True)
     for key, result in (info.get("baselines") or {}).items():  # fitted by train() itself, inside its wall time
         if key != "majority_class":
             results[key] = result
     if history_dir is not None:
-        keys = ("history", "best", "setup_seconds", "train_seconds", "max_length", "long_text", "timings")
+        keys = ("history", "best", "setup_seconds", "train_seconds", "max_length", "long_text", "timings", "lexical")
         record = {"dataset": name, "seconds": seconds, **{k: info.get(k) for k in keys}}
         suffix = f"-seed{spec.options['seed']}" if spec.options and "seed" in spec.options else ""
         (history_dir / f"{name}{suffix}.json").write_text(json.dumps(record, indent=1, default=str))

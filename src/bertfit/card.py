@@ -28,6 +28,7 @@ from .decision import DecisionRule
 from .exceptions import DataError, ModelError
 from .features import Windowing
 from .files import read_json, write_json
+from .lexical import Fusion
 
 __all__ = [
     "ModelCard",
@@ -167,6 +168,7 @@ class TrainingRecord:
     checkpoints: dict[str, Any] | None = None  # {"writes", "seconds", "bytes"}: what checkpointing cost the run
     calibration: Calibration | None = None  # the temperature fitted on validation, with ECE and NLL before and after
     search: SearchRecord | None = None  # the trials of bertfit tune, for a model it chose
+    lexical: Fusion | None = None  # the lexical head on validation: kept or not, and why
 
     _SCALARS = ("setup_seconds", "train_seconds", "train_tokens", "padding_share", "validation_seconds")
 
@@ -197,6 +199,8 @@ class TrainingRecord:
             info["calibration"] = self.calibration.to_info()
         if self.search is not None:
             info["search"] = self.search.to_info()
+        if self.lexical is not None:
+            info["lexical"] = self.lexical.to_info()
         return info
 
     @classmethod
@@ -227,6 +231,7 @@ class TrainingRecord:
             checkpoints=info.get("checkpoints"),
             calibration=Calibration.from_info(calibration) if calibration else None,
             search=SearchRecord.from_info(info["search"]) if info.get("search") else None,
+            lexical=Fusion.from_info(info["lexical"]) if info.get("lexical") else None,
             **{name: info.get(name) for name in cls._SCALARS},
         )
 

@@ -294,7 +294,7 @@ def train(
     label_sep: Annotated[str | None, _option("label_sep", "--label-sep")] = None,
     model: Annotated[str | None, _option("model_name_or_path", "--model")] = None,
     output_dir: Annotated[str, _option("output_dir", "--output-dir")] = "bertfit-model",
-    epochs: Annotated[float, _option("epochs", "--epochs")] = _DEFAULT["epochs"],
+    epochs: Annotated[float | None, _option("epochs", "--epochs")] = None,
     batch_size: Annotated[int, _option("batch_size", "--batch-size")] = _DEFAULT["batch_size"],
     max_tokens_per_batch: Annotated[int | None, _option("max_tokens_per_batch", "--max-tokens-per-batch")] = None,
     learning_rate: Annotated[float, _option("learning_rate", "--lr", "--learning-rate")] = _DEFAULT["learning_rate"],
@@ -318,6 +318,7 @@ def train(
     class_weights: Annotated[str, _option("class_weights", "--class-weights")] = _DEFAULT["class_weights"],
     threshold_metric: Annotated[str, _option("threshold_metric", "--threshold-metric")] = _DEFAULT["threshold_metric"],
     calibrate: Annotated[bool, _option("calibrate", "--calibrate/--no-calibrate")] = _DEFAULT["calibrate"],
+    lexical: Annotated[str, _option("lexical", "--lexical")] = _DEFAULT["lexical"],
     config: Annotated[
         Path | None,
         typer.Option(

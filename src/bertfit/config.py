@@ -26,6 +26,7 @@ __all__ = [
     "PRECISIONS",
     "TRACKERS",
     "LONG_TEXT_MODES",
+    "LEXICAL_MODES",
     "AGGREGATES",
     "CHUNK_MAX_LENGTH",
     "resolve_stride",
@@ -51,6 +52,13 @@ AUTO_EVAL_TOKEN_SHARE = 0.25
 # and predicting from all its windows matched 256-token windows x 8 per post in a quarter of the time (README, Long
 # documents).
 CHUNK_MAX_LENGTH = 128
+# epochs' automatic choice: AUTO_EPOCHS, or LONG_DOCUMENT_EPOCHS where at least LONG_DOCUMENT_SHARE of the training
+# texts are longer than one window (long documents: an epoch of 20 Newsgroups costs 4-6 minutes here, and the lexical
+# head reads every word of each post). Measured: README, Long documents.
+AUTO_EPOCHS = 4
+LONG_DOCUMENT_EPOCHS = 2
+LONG_DOCUMENT_SHARE = 0.25
+LEXICAL_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -118,7 +126,13 @@ class TrainConfig:
             "together see more of each text for the same cost)."
         },
     )
-    epochs: float = field(default=4, metadata={"help": "Training epochs."})
+    epochs: float | None = field(
+        default=None,
+        metadata={
+            "help": f"Training epochs; default: {AUTO_EPOCHS}, or {LONG_DOCUMENT_EPOCHS} for long documents (at least "
+            f"{LONG_DOCUMENT_SHARE:.0%} of the training texts longer than one window)."
+        },
+    )
     batch_size: int = field(default=32, metadata={"help": "Texts per training step."})
     max_tokens_per_batch: int | None = field(
         default=None,
@@ -223,6 +237,15 @@ class TrainConfig:
             "--no-lazy-embeddings updates the whole table every step."
         },
     )
+    lexical: str = field(
+        default="auto",
+        metadata={
+            "help": "Single-label tasks: average the encoder's probabilities with those of TF-IDF + logistic "
+            "regression over every word of the text (the lexical head, saved with the model and used by every "
+            "prediction): auto (kept when the average beats the encoder alone on validation by more than the noise), "
+            "on (always) or off."
+        },
+    )
     baselines: bool = field(
         default=True,
         metadata={
@@ -292,9 +315,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _parse_fields(self)
-        if self.epochs.is_integer():
+        if self.epochs is not None and self.epochs.is_integer():
             self.epochs = int(self.epochs)
-        _check(self.epochs > 0, "epochs", self.epochs, "a number > 0")
+        _check(self.epochs is None or self.epochs > 0, "epochs", self.epochs, "a number > 0")
+        _check(self.lexical in LEXICAL_MODES, "lexical", self.lexical, "one of " + ", ".join(LEXICAL_MODES))
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(
             self.max_tokens_per_batch is None or self.max_tokens_per_batch >= 8,

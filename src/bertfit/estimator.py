@@ -48,7 +48,7 @@ class BertfitClassifier(ClassifierMixin, BaseEstimator):
 
     Args:
         model_name_or_path: Encoder to fine-tune (local directory or hub id); None: the embedded default model.
-        epochs: Training epochs.
+        epochs: Training epochs; None: 4, or 2 for long documents (see :class:`bertfit.TrainConfig`).
         learning_rate: Peak learning rate of AdamW.
         batch_size: Texts per training step.
         max_length: Longest input in tokens; None: chosen from the training texts.
@@ -74,7 +74,7 @@ class BertfitClassifier(ClassifierMixin, BaseEstimator):
         self,
         model_name_or_path: str | None = None,
         *,
-        epochs: float = _DEFAULTS["epochs"],
+        epochs: float | None = _DEFAULTS["epochs"],
         learning_rate: float = _DEFAULTS["learning_rate"],
         batch_size: int = _DEFAULTS["batch_size"],
         max_length: int | None = _DEFAULTS["max_length"],

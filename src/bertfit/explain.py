@@ -15,7 +15,9 @@ at a time: by default the most probable one). With ``long_text`` chunk a long te
 the function integrated is the text's probability from its aggregated (mean or max) window logits, exactly as
 predicted, so every word of the text gets a score and the completeness above holds for the whole text; a token in
 the overlap of two windows sums its attributions from both. With ``truncate`` the words past ``max_length`` tokens
-were not seen by the model and get none (:attr:`Explanation.truncated` says so).
+were not seen by the model and get none (:attr:`Explanation.truncated` says so). A model with a lexical head
+(:mod:`bertfit.lexical`) reports the average of this probability with its TF-IDF head's: what is explained is the
+encoder's part, and ``probability`` is the encoder's.
 
 Gradients need the PyTorch model: an ONNX export cannot be explained (:class:`~bertfit.exceptions.ModelError`).
 Captum hooks the embedding layer while :func:`explain` runs, so a prediction with the same model in another thread

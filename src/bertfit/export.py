@@ -97,6 +97,8 @@ def export_onnx(
             clf.model_.config.save_pretrained(staging)  # config.json: id2label, model_type, sizes
         card = replace(clf.card, export={"format": "onnx", "quantize": quantize, "opset": OPSET})
         write_model_files(staging, card, clf.metrics)
+        if clf.lexical_ is not None:  # the ONNX graph is the encoder's; the lexical head travels beside it
+            clf.lexical_.save(staging)
         write_readme(staging, card, clf.metrics, name=output_dir.absolute().name)  # the Hub model card, README.md
         result = {
             "output_dir": str(output_dir),

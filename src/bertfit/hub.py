@@ -341,6 +341,12 @@ def _pipeline_notes(card: ModelCard) -> list[str]:
             f"its probabilities come from the raw logits; bertfit divides them by the temperature "
             f"{decision.temperature:.4g} first"
         )
+    fusion = card.training.lexical if card.training else None
+    if fusion is not None and fusion.kept:
+        notes.append(
+            "it gives the encoder's probabilities only; bertfit averages them with those of the lexical head saved "
+            "beside the weights (`lexical.json`, `lexical.safetensors`: TF-IDF + logistic regression over every word)"
+        )
     if card.windowing.mode == "chunk":
         notes.append(
             f"`truncation=True` keeps the first {card.max_length} tokens of a longer text; bertfit reads all of it, "

@@ -27,6 +27,7 @@ from .exceptions import ModelError, NotFittedError
 from .features import Windowing
 from .hardware import default_device, resolve_precision
 from .inference import torch_logits
+from .lexical import LexicalHead, load_lexical
 from .predictor import Predictor
 
 __all__ = ["TextClassifier", "load_classifier"]
@@ -77,19 +78,21 @@ class TextClassifier(Predictor):
         card: ModelCard,
         metrics: dict[str, Any] | None = None,
         records: list[dict[str, Any]] | None = None,
+        lexical: LexicalHead | None = None,
         **options: Any,
     ) -> TextClassifier:
         clf = cls(card.base_model, **options)
-        clf._set_state(model, tokenizer, card, metrics, records)
+        clf._set_state(model, tokenizer, card, metrics, records, lexical)
         return clf
 
-    def _set_state(self, model, tokenizer, card: ModelCard, metrics, records) -> None:
+    def _set_state(self, model, tokenizer, card: ModelCard, metrics, records, lexical=None) -> None:
         self.precision_ = resolve_precision(self.precision, self.device or default_device())  # once, at load
         self.model_ = model.eval().to(self.precision_.device)
         self.tokenizer_ = tokenizer
         self.card_ = card
         self.metrics_ = metrics
         self.validation_predictions_ = records  # kept so that save_pretrained writes the report again
+        self.lexical_ = lexical
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
@@ -134,7 +137,7 @@ class TextClassifier(Predictor):
         train_data = TextDataset(list(texts), list(labels))
         val_data = None if validation is None else TextDataset(list(validation[0]), list(validation[1]))
         fitted = fit(config, train_data, val_data)
-        self._set_state(fitted.model, fitted.tokenizer, fitted.card, fitted.metrics, fitted.records)
+        self._set_state(fitted.model, fitted.tokenizer, fitted.card, fitted.metrics, fitted.records, fitted.lexical)
         fitted.raise_if_diverged(saved_to=None)
         return self
 
@@ -180,7 +183,8 @@ class TextClassifier(Predictor):
         tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code)
         card = files.card or _card_of_plain_model(model, tokenizer, path)
         options = {"batch_size": batch_size, "device": device, "precision": precision}
-        return cls._from_trained(model, tokenizer, card, files.metrics, files.records, **options)
+        lexical = load_lexical(path, card.labels)
+        return cls._from_trained(model, tokenizer, card, files.metrics, files.records, lexical, **options)
 
     def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model directory atomically: all files appear at once, or none (see :mod:`bertfit.save`).
@@ -199,8 +203,8 @@ class TextClassifier(Predictor):
         from .save import save_model
 
         self._check_fitted()
-        records = self.validation_predictions_
-        return save_model(path, self.model_, self.tokenizer_, self.card_, self.metrics_, records, overwrite=overwrite)
+        parts = (self.model_, self.tokenizer_, self.card_, self.metrics_, self.validation_predictions_)
+        return save_model(path, *parts, lexical=self.lexical_, overwrite=overwrite)
 
 
 def _card_of_plain_model(model, tokenizer, path: Path) -> ModelCard:

@@ -13,6 +13,7 @@ from .backbone import load_tokenizer
 from .card import CARD_FILE, ModelCard, read_model_files
 from .exceptions import MissingDependencyError, ModelError
 from .features import predict_texts
+from .lexical import load_lexical
 from .predictor import Predictor
 
 __all__ = ["OnnxClassifier", "ONNX_FILE", "onnxruntime_module"]
@@ -107,7 +108,9 @@ class OnnxClassifier(Predictor):
                 f"{path} is not an ONNX export (expected {ONNX_FILE} and {CARD_FILE}); run 'bertfit export'"
             )
         tokenizer = load_tokenizer(str(path))
-        return cls(path / ONNX_FILE, tokenizer, files.card, files.metrics, batch_size=batch_size, threads=threads)
+        clf = cls(path / ONNX_FILE, tokenizer, files.card, files.metrics, batch_size=batch_size, threads=threads)
+        clf.lexical_ = load_lexical(path, files.card.labels)  # the lexical head of the model exported, if it has one
+        return clf
 
     def _logits(self, texts: list[str]) -> np.ndarray:
         width = len(self.labels)

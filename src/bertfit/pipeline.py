@@ -5,8 +5,8 @@ back a :class:`Fitted` model that the save stage (:mod:`bertfit.save`) can write
 - **features**: load the encoder and tokenizer, choose ``max_length`` from the training texts' token counts, and
   tokenize both splits into windows (:mod:`bertfit.features`);
 - **train**: fit the model and stop at the best evaluated state (:mod:`bertfit.trainer`);
-- **validate**: predict validation once, tune the decision, compute the final metrics, warn, fit the baselines
-  (:mod:`bertfit.validate`).
+- **validate**: predict validation once, fit the lexical head (:mod:`bertfit.lexical`), tune the decision, compute
+  the final metrics, warn, fit the baselines (:mod:`bertfit.validate`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,21 @@ from .baseline import frozen_embeddings
 from .cache import cache_directory, tokenize_cached
 from .card import BestEpoch, DataSummary, ModelCard, TrainingRecord
 from .checkpoint import Checkpointer, checkpoint_dir
-from .config import SINGLE_LABEL_METRICS, TrainConfig, resolve_stride
+from .config import (
+    AUTO_EPOCHS,
+    LONG_DOCUMENT_EPOCHS,
+    LONG_DOCUMENT_SHARE,
+    SINGLE_LABEL_METRICS,
+    TrainConfig,
+    resolve_stride,
+)
 from .data import TextDataset, check_validation, load_data, multi_hot, train_val_split
 from .decision import DecisionRule
 from .exceptions import ConfigError, DataError, TrainingError
 from .features import Encoded, Windowing, aggregate_logits, choose_max_length, encode
 from .hardware import Precision, resolve_precision
 from .inference import torch_logits
+from .lexical import LexicalHead
 from .metrics import minority_label
 from .track import Tracker
 from .validate import Validation, validate
@@ -67,6 +75,7 @@ class Fitted:
     result: stage.TrainResult
     config: TrainConfig
     checkpointer: Checkpointer | None = None
+    lexical: LexicalHead | None = None  # the lexical head, when the validate stage kept it
 
     def raise_if_diverged(self, saved_to: str | None) -> None:
         """Raise the TrainingError of a run whose loss became NaN or infinite (after the best state was saved).
@@ -83,6 +92,7 @@ class _Features:
     windowing: Windowing
     train: Encoded
     validation: Encoded
+    long_share: float = 0.0  # of the training texts longer than one window
 
 
 @dataclass
@@ -148,6 +158,7 @@ def fit(
     set_seed(config.seed)
     model, tokenizer = _load(config, train_ds, decision, class_weights)
     features = prepared.features if prepared else _features(config, tokenizer, model, train_ds, val_ds)
+    config = _resolve_epochs(config, features)
     setup_seconds = time.perf_counter() - entered
     embeddings = None
     if config.baselines and stage.is_main_process():  # with the pretrained weights, while the model still has them
@@ -293,7 +304,29 @@ def _features(config: TrainConfig, tokenizer, model, train_ds: TextDataset, val_
     options = {"max_windows": 0 if sampled else config.max_windows} if windowing.mode == "chunk" else {}
     train = encode(tokenizer, train_ds.texts, windowing, cache_dir=cache, reuse=first, **options)
     validation = encode(tokenizer, val_ds.texts, windowing, cache_dir=cache, desc="tokenizing validation")
-    return _Features(windowing, train, validation)
+    # Long documents: the share of texts longer than one window, seen in validation's windows (chunk mode keeps all of
+    # them) or in the training texts' token counts (cut at the model limit, unless --max-length cut them there).
+    index = np.asarray(validation.text_index)
+    split = float((np.bincount(index, minlength=len(val_ds)) > 1).mean()) if len(index) else 0.0
+    counted = float(np.mean([len(ids) > max_length for ids in first["input_ids"]])) if len(train_ds) else 0.0
+    long_share = max(split, counted)
+    return _Features(windowing, train, validation, long_share)
+
+
+def _resolve_epochs(config: TrainConfig, features: _Features) -> TrainConfig:
+    # epochs None: AUTO_EPOCHS, or LONG_DOCUMENT_EPOCHS for long documents (see bertfit.config).
+    if config.epochs is not None:
+        return config
+    long_documents = features.long_share >= LONG_DOCUMENT_SHARE
+    epochs = LONG_DOCUMENT_EPOCHS if long_documents else AUTO_EPOCHS
+    logger.info(
+        "%d epochs (%.0f%% of the training texts are longer than one window of %d tokens%s; set --epochs to change)",
+        epochs,
+        100 * features.long_share,
+        features.windowing.max_length,
+        f": long documents, at least {LONG_DOCUMENT_SHARE:.0%}" if long_documents else "",
+    )
+    return replace(config, epochs=epochs)
 
 
 def _windowing(config: TrainConfig, max_length: int, tokenizer) -> Windowing:
@@ -422,6 +455,8 @@ def _validate(fitted: Fitted, config: TrainConfig, precision: Precision, feature
     record.calibration = validation.calibration
     record.warnings.extend(validation.warnings)
     record.baselines = validation.baselines
+    record.lexical = validation.fusion
+    fitted.lexical = validation.lexical
     fitted.card = card.with_decision(validation.decision)
     fitted.metrics, fitted.records = validation.metrics, validation.records
 
@@ -442,7 +477,8 @@ def _precision_check(fitted: Fitted, config, validation: Validation, texts: list
         logits = torch_logits(
             fitted.model, fitted.tokenizer, texts[:n], card.windowing, precision, config.eval_batch_size
         )
-        return rule.probabilities(logits)
+        probs = rule.probabilities(logits)
+        return probs if validation.lexical is None else validation.lexical.fuse(probs, texts[:n])
 
     exact, approximate = probs(Precision("fp32", trained.device)), probs(fast)
     same = rule.decide(approximate) == rule.decide(exact)

@@ -12,6 +12,7 @@ import numpy as np
 from .card import ModelCard
 from .decision import DecisionRule
 from .features import Windowing
+from .lexical import LexicalHead
 
 __all__ = ["Predictor"]
 
@@ -21,6 +22,7 @@ class Predictor:
 
     card_: ModelCard
     metrics_: dict[str, Any] | None = None
+    lexical_: LexicalHead | None = None  # averaged into every prediction when the model has one
 
     def _check_fitted(self) -> None:
         """Nothing to check for a predictor that is loaded whole; TextClassifier overrides it."""
@@ -106,7 +108,8 @@ class Predictor:
 
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
         """Class probabilities, columns in :attr:`labels` order: a softmax over the labels, or for a multi-label
-        model each label's own sigmoid probability (rows need not sum to 1).
+        model each label's own sigmoid probability (rows need not sum to 1). A model with a lexical head
+        (:mod:`bertfit.lexical`) averages the encoder's with the head's.
 
         Args:
             texts: One text or a list of texts.
@@ -115,8 +118,10 @@ class Predictor:
             Shape ``(n_texts, n_labels)``, or ``(n_labels,)`` for a single string.
         """
         self._check_fitted()
-        logits = self._logits([texts] if isinstance(texts, str) else list(texts))
-        probs = self.decision.probabilities(logits)
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        probs = self.decision.probabilities(self._logits(batch))
+        if self.lexical_ is not None:  # the lexical head (bertfit.lexical): the average with TF-IDF's
+            probs = self.lexical_.fuse(probs, batch)
         return probs[0] if isinstance(texts, str) else probs
 
     def decide(self, probs: np.ndarray) -> np.ndarray:

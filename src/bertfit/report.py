@@ -168,9 +168,11 @@ def _comparison(card: ModelCard, metrics) -> str:
             columns.append((f"F1 of {metrics['positive_label']!r}", "f1"))
     threshold = card.decision.threshold
     tuned = "per-label thresholds" if multi_label else f"threshold {0.5 if threshold is None else threshold:.4f}"
-    rows = [[f"fine-tuned model ({tuned})" if tuning else "fine-tuned model", metrics, training.train_seconds]]
+    fusion = training.lexical
+    model = "fine-tuned model + lexical head" if fusion is not None and fusion.kept else "fine-tuned model"
+    rows = [[f"{model} ({tuned})" if tuning else model, metrics, training.train_seconds]]
     if tuning:
-        rows.append(["fine-tuned model at probability 0.5", tuning.at_half, None])
+        rows.append([f"{model} at probability 0.5", tuning.at_half, None])
     for name, result in baselines.items():
         rows.append([_BASELINE_NAMES.get(name, name), result.get("metrics", {}), result.get("seconds")])
     table = _table(
@@ -375,6 +377,15 @@ def _calibration(card: ModelCard, records, evaluated_on: str | None) -> str:
         + ".</p>"
     )
     table = _table(["on validation", "T = 1", f"T = {t:g}"], rows)
+    fusion = card.training.lexical
+    if fusion is not None and fusion.kept:  # what the saved model predicts is the average (bertfit.lexical)
+        note += (
+            f"<p>The model averages these probabilities with its lexical head's (TF-IDF + logistic regression), then "
+            f"divides the log of the average by a temperature of its own, {fusion.temperature:g}, fitted on "
+            f"validation: ECE of the average {fusion.ece_before:.4f} -> {fusion.ece_after:.4f}. The table and curves "
+            "above are the "
+            "encoder's; the records, the metrics and every prediction are the average's.</p>"
+        )
     diagram = _img(_reliability_figure(curves, card), "reliability diagram")
     return _section("calibration", "Calibration", intro + table + note + diagram)
 

@@ -13,6 +13,7 @@ from .checkpoint import estimate_bytes, storage_error
 from .exceptions import BertfitError
 from .files import atomic_directory
 from .hub import write_readme
+from .lexical import LexicalHead
 from .report import build_report
 
 __all__ = ["save_model"]
@@ -28,12 +29,13 @@ def save_model(
     metrics: dict[str, Any] | None = None,
     records: list[dict[str, Any]] | None = None,
     *,
+    lexical: LexicalHead | None = None,
     overwrite: bool = False,
     then: str = "save again",
 ) -> Path:
     """Write a model directory: a standard Hugging Face one (``model.safetensors``, ``config.json``, tokenizer files)
     plus the files of :func:`bertfit.card.write_model_files`; ``report.html`` when metrics and records are given; and
-    the Hub model card ``README.md`` (:mod:`bertfit.hub`).
+    the Hub model card ``README.md`` (:mod:`bertfit.hub`); and the ``lexical`` head's files (:mod:`bertfit.lexical`).
     ``then`` ends the message of a full disk: what to do once space is free.
 
     Raises:
@@ -47,6 +49,8 @@ def save_model(
             tokenizer.save_pretrained(staging)
             report = build_report(card, metrics, records) if metrics is not None and records is not None else None
             write_model_files(staging, card, metrics, records, report)
+            if lexical is not None:
+                lexical.save(staging)
             write_readme(staging, card, metrics, name=path.absolute().name)  # the Hub model card, README.md
     except BertfitError:
         raise

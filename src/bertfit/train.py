@@ -69,12 +69,12 @@ def train(
     tracker = Tracker(config, main_process=is_main_process())
     fitted = fit(config, train_data, validation_data, tracker)
     parts = (fitted.model, fitted.tokenizer, fitted.card, fitted.metrics, fitted.records)
-    classifier = TextClassifier._from_trained(*parts, batch_size=config.eval_batch_size)
+    classifier = TextClassifier._from_trained(*parts, fitted.lexical, batch_size=config.eval_batch_size)
     if not fitted.result.main_process:  # another rank of a distributed run: rank 0 saves and tracks
         return classifier
     if config.output_dir:
         then = "save again" if fitted.checkpointer is None else RESUME_HINT
-        save_model(config.output_dir, *parts, overwrite=config.overwrite, then=then)
+        save_model(config.output_dir, *parts, lexical=fitted.lexical, overwrite=config.overwrite, then=then)
         if fitted.checkpointer is not None:  # the model is saved: its checkpoint is no longer needed
             fitted.checkpointer.remove()
     tracker.finish(classifier.metrics, config.output_dir)
@@ -114,6 +114,12 @@ def summary(classifier: TextClassifier, output_dir: str | Path | None = None) ->
         lines.append(
             f"  temperature {calibration.temperature:g} ({how}); expected calibration error "
             f"{calibration.before.ece:.4f} at 1 -> {calibration.after.ece:.4f}"
+        )
+    fusion = record.lexical
+    if fusion is not None:
+        lines.append(
+            f"  lexical head (TF-IDF + logistic regression, {fusion.terms:,} terms): {fusion.metric} "
+            f"{fusion.encoder:.4f} for the encoder alone, {fusion.fused:.4f} averaged with it; {fusion.reason}"
         )
     check = record.precision_check
     if check:

@@ -383,9 +383,9 @@ def _finish(fitted: Fitted, config: TrainConfig, prepared: Prepared, search: Sea
     record.config, record.search = config.to_dict(), search
     validate_fitted(fitted, prepared)
     parts = (fitted.model, fitted.tokenizer, fitted.card, fitted.metrics, fitted.records)
-    classifier = TextClassifier._from_trained(*parts, batch_size=config.eval_batch_size)
+    classifier = TextClassifier._from_trained(*parts, fitted.lexical, batch_size=config.eval_batch_size)
     if config.output_dir:
-        save_model(config.output_dir, *parts, overwrite=config.overwrite, then="tune again")
+        save_model(config.output_dir, *parts, lexical=fitted.lexical, overwrite=config.overwrite, then="tune again")
     return classifier
 
 

@@ -2,7 +2,8 @@
 
 After training stops at the best state, :func:`validate` takes that state's logits of every validation text (from
 the evaluation that chose it: no second pass), fits the temperature that calibrates its probabilities
-(:mod:`bertfit.calibration`), tunes the decision threshold (binary tasks) or one threshold per label (multi-label
+(:mod:`bertfit.calibration`), fits the lexical head and averages it in where it pays (:mod:`bertfit.lexical`), tunes
+the decision threshold (binary tasks) or one threshold per label (multi-label
 tasks) on the calibrated probabilities, computes the final metrics at the tuned decision, builds the per-text
 records the report is made of, warns when the model collapsed or is no better than the majority class, and fits the
 baselines on the same split.
@@ -22,6 +23,7 @@ from .config import TrainConfig
 from .data import TextDataset, multi_hot
 from .decision import DecisionRule
 from .exceptions import BertfitError
+from .lexical import Fusion, LexicalHead, fit_lexical_head
 from .metrics import (
     MIN_POSITIVES_TO_TUNE,
     collapse_warning,
@@ -53,6 +55,8 @@ class Validation:
     warnings: list[str] = field(default_factory=list)
     baselines: dict[str, dict[str, Any]] | None = None
     calibration: Calibration | None = None
+    lexical: LexicalHead | None = None  # kept: every prediction averages it in
+    fusion: Fusion | None = None  # how the lexical head did on validation (None: not tried)
 
 
 def validate(
@@ -83,12 +87,22 @@ def validate(
     calibration = calibrate(logits, validation.labels, decision, enabled=config.calibrate)
     decision = replace(decision, temperature=calibration.temperature)
     probs = decision.probabilities(logits)  # (n_validation, n_labels)
+    encoder_probs = probs
+    head, fusion, fused = None, None, None
+    if config.lexical != "off" and not decision.multi_label:
+        metric = config.metric_for_best_model
+        head, fusion, fused = fit_lexical_head(
+            train, validation, decision.labels, probs, metric, config.lexical, calibrate=config.calibrate
+        )
+        if fusion.kept:
+            probs = fused
     decision, tuning = tune_decision(decision, config.threshold_metric, validation.labels, probs)
     metrics = compute_metrics(
         validation.labels, decision.predict(probs), list(decision.labels), decision.positive_label
     )
-    # Collapse is a property of the model, not of a threshold tuned to split its near-constant scores: untuned.
-    untuned = decision.untuned().predict(probs)
+    # Collapse is a property of the encoder, not of a threshold tuned to split its near-constant scores (nor of the
+    # lexical head averaged in): untuned, the encoder's own probabilities.
+    untuned = decision.untuned().predict(encoder_probs)
     warning = collapse_warning(validation.labels, untuned, majority=majority_label(train.labels))
     if warning:
         logger.warning(warning)
@@ -101,9 +115,11 @@ def validate(
         tuning=tuning,
         warnings=[warning] if warning else [],
         calibration=calibration,
-        baselines=_baselines(config, train, validation, decision.positive_label, max_length, embeddings)
+        baselines=_baselines(config, train, validation, decision.positive_label, max_length, embeddings, head, fusion)
         if config.baselines
         else None,
+        lexical=head if fusion is not None and fusion.kept else None,
+        fusion=fusion,
     )
 
 
@@ -176,7 +192,7 @@ def _tune_per_label(decision, objective, y_true, probs, untuned, labels) -> tupl
     return replace(decision, thresholds=thresholds), tuning
 
 
-def _baselines(config, train, validation, positive: str | None, max_length: int, embeddings):
+def _baselines(config, train, validation, positive: str | None, max_length: int, embeddings, head, fusion):
     # The cheap models of bertfit.baseline on the same split, for the report: {name: {"metrics", "seconds"}}, the
     # metrics without their per-class tables. A failure costs the comparison, never the trained model.
     from .baseline import run_baselines
@@ -190,6 +206,7 @@ def _baselines(config, train, validation, positive: str | None, max_length: int,
             max_length=max_length,
             batch_size=config.eval_batch_size,
             embeddings=embeddings,
+            tfidf=None if head is None else (head, fusion.seconds),
         )
     except (BertfitError, ValueError, MemoryError) as err:
         logger.warning("the baselines could not be trained (%s); the model is saved without them", err)
