@@ -146,3 +146,23 @@ def test_serve_takes_an_onnx_export(trained_dir, fp32_export, monkeypatch):
     result = run("serve", out, "--port", "8124")
     assert result.exit_code == 0, result.output
     assert "/predict" in served["app"].openapi()["paths"]
+
+
+def test_an_export_carries_the_lexical_head_and_averages_it_in(tiny_config, tmp_path):
+    from bertfit import train
+    from bertfit.data import TextDataset
+    from bertfit.lexical import LEXICAL_FILES
+
+    rows = [("the film was superb and moving", "pos"), ("the plot is really awful", "neg")] * 12
+    rows += [("a superb cast", "pos"), ("boring and awful", "neg")] * 6
+    model_dir = tmp_path / "model"
+    data = TextDataset([t for t, _ in rows], [label for _, label in rows])
+    torch_clf = train(tiny_config(epochs=1, lexical="on", output_dir=str(model_dir)), data)
+    assert torch_clf.lexical_ is not None
+    export_onnx(model_dir, tmp_path / "onnx")
+    assert all((tmp_path / "onnx" / name).is_file() for name in LEXICAL_FILES)
+    onnx_clf = load_classifier(tmp_path / "onnx")
+    assert onnx_clf.lexical_ is not None
+    np.testing.assert_allclose(onnx_clf.predict_proba(TEXTS), torch_clf.predict_proba(TEXTS), atol=1e-4)
+    encoder = onnx_clf.decision.probabilities(onnx_clf._logits(TEXTS))
+    assert not np.allclose(onnx_clf.predict_proba(TEXTS), encoder)  # the head is averaged in, not only copied
