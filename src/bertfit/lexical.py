@@ -86,7 +86,12 @@ class LexicalHead:
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """The head's own class probabilities of ``texts`` at its temperature, ``(n_texts, n_labels)``."""
-        return _softmax(self.scores(texts) / self.temperature)
+        return self._at_temperature(self.scores(texts))
+
+    def _at_temperature(self, scores: np.ndarray) -> np.ndarray:
+        from scipy.special import softmax
+
+        return softmax(scores / self.temperature, axis=1)
 
     def fuse(self, probs: np.ndarray, texts: Sequence[str] | None = None, lexical: np.ndarray | None = None):
         """``probs`` (the encoder's, ``(n_texts, n_labels)``) averaged with the head's probabilities of ``texts`` (or
@@ -95,7 +100,9 @@ class LexicalHead:
         average = (1.0 - self.weight) * probs + self.weight * lexical
         if self.fused_temperature == 1.0:
             return average
-        return _softmax(np.log(np.maximum(average, _TINY)) / self.fused_temperature)  # the argmax is unchanged
+        from scipy.special import softmax
+
+        return softmax(np.log(np.maximum(average, _TINY)) / self.fused_temperature, axis=1)  # the argmax is unchanged
 
     def save(self, directory: str | Path) -> None:
         """Write ``lexical.json`` and ``lexical.safetensors`` into ``directory``."""
@@ -235,12 +242,9 @@ def fusion_gain(
     k = encoder.shape[1]
     rng = np.random.default_rng(seed)
     samples = [np.arange(len(truth))] + [rng.integers(0, len(truth), len(truth)) for _ in range(BOOTSTRAP_RESAMPLES)]
-    gains, first = [], None
-    for idx in samples:
-        pair = (_score(truth[idx], a[idx], k, metric), _score(truth[idx], b[idx], k, metric))
-        first = pair if first is None else first
-        gains.append(pair[1] - pair[0])
-    return first[0], first[1], gains[0], float(np.std(gains[1:]))
+    pairs = np.array([(_score(truth[i], a[i], k, metric), _score(truth[i], b[i], k, metric)) for i in samples])
+    gains = pairs[:, 1] - pairs[:, 0]  # (1 + resamples,): these texts, then the resamples
+    return float(pairs[0, 0]), float(pairs[0, 1]), float(gains[0]), float(np.std(gains[1:]))
 
 
 def keep_reason(gain: float, error: float, n: int, metric: str) -> tuple[bool, str]:
@@ -295,8 +299,9 @@ def fit_lexical_head(
     head = fit_lexical(train.texts, train.labels, labels)
     order = {label: i for i, label in enumerate(labels)}
     truth = np.array([order[label] for label in validation.labels])
-    head.temperature, _ = fit_temperature(head.scores(validation.texts), truth, multi_label=False)
-    lexical = head.probabilities(validation.texts)
+    scores = head.scores(validation.texts)  # (n_validation, n_labels): one TF-IDF pass for the temperature and after
+    head.temperature, _ = fit_temperature(scores, truth, multi_label=False)
+    lexical = head._at_temperature(scores)
     average = head.fuse(probs, lexical=lexical)
     if calibrate:
         head.fused_temperature, _ = fit_temperature(np.log(np.maximum(average, _TINY)), truth, multi_label=False)
@@ -322,9 +327,3 @@ def fit_lexical_head(
         fusion.ece_after,
     )
     return head, fusion, fused
-
-
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    scores = scores - scores.max(axis=1, keepdims=True)
-    exp = np.exp(scores)
-    return exp / exp.sum(axis=1, keepdims=True)
