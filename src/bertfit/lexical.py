@@ -13,7 +13,9 @@ evaluate, ONNX exports, the scikit-learn estimator) averages it in. Single-label
 >>> import numpy as np
 >>> head = fit_lexical(["free prize now", "see you soon", "win cash now", "lunch at noon"],
 ...                    ["spam", "ham", "spam", "ham"], ("ham", "spam"))
->>> head.probabilities(["cash prize"]).argmax(axis=1).tolist()
+>>> head.vocabulary  # min_df=2: the one term seen in two training texts
+['now']
+>>> head.probabilities(["call now"]).argmax(axis=1).tolist()
 [1]
 """
 
