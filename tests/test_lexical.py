@@ -52,6 +52,17 @@ def test_head_probabilities_equal_sklearns_tfidf_and_logistic_regression(n_class
     np.testing.assert_allclose(head.probabilities(unseen), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("ngram_range", [(1, 1), (1, 2), (1, 3), (2, 2)])
+def test_terms_are_sklearns_word_ngrams(ngram_range):
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    from bertfit.lexical import _terms
+
+    analyzer = CountVectorizer(ngram_range=ngram_range, token_pattern=r"(?u)\b\w+\b").build_analyzer()
+    for text in ["", "one", "Win CASH now!!", "ÀÉÎ Straße naïve U 2 b", "a b a b a", "it's re-done; 3.5x"]:
+        assert _terms(text, ngram_range) == analyzer(text), text
+
+
 def test_saved_head_reads_back_equal_and_refuses_a_mismatch(tmp_path):
     texts, labels = _topic_rows()
     head = fit_lexical(texts, labels, list(TOPICS))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,22 @@ LEXICAL_FILES = ("lexical.json", "lexical.safetensors")
 WEIGHT = 0.5
 # The vectorizer of the tfidf_logreg baseline: word 1-2 grams, sublinear tf, one-character words kept ("u", "2").
 _TOKEN_PATTERN = r"(?u)\b\w+\b"
+_WORDS = re.compile(_TOKEN_PATTERN)
 _TINY = 1e-12  # the floor of a probability before its log
+
+
+def _terms(text: str, ngram_range: tuple[int, int]) -> list[str]:
+    """The word n-grams of ``text``, as scikit-learn's word analyzer lists them (lowercase, no stop words).
+
+    >>> _terms("Win CASH now", (1, 2))
+    ['win', 'cash', 'now', 'win cash', 'cash now']
+    """
+    words = _WORDS.findall(text.lower())
+    low, high = ngram_range
+    terms = list(words) if low == 1 else []
+    for n in range(max(low, 2), min(high, len(words)) + 1):
+        terms.extend(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+    return terms
 
 
 @dataclass
@@ -66,25 +82,35 @@ class LexicalHead:
     # The average's own temperature, fitted on validation after the average (an average of two calibrated
     # distributions is not calibrated: it is underconfident where they agree): p ∝ average ** (1 / T).
     fused_temperature: float = 1.0
-    _counter: Any = field(default=None, repr=False, compare=False)
-
-    def features(self, texts: Sequence[str]):
-        """The L2-normalized sublinear TF-IDF rows of ``texts``, sparse ``(n_texts, n_terms)``."""
-        from sklearn.preprocessing import normalize
-
-        if self._counter is None:
-            from sklearn.feature_extraction.text import CountVectorizer
-
-            self._counter = CountVectorizer(
-                vocabulary=self.vocabulary, ngram_range=self.ngram_range, token_pattern=_TOKEN_PATTERN
-            )
-        counts = self._counter.transform(list(texts)).astype(np.float64)
-        counts.data = 1.0 + np.log(counts.data)  # sublinear tf
-        return normalize(counts.multiply(self.idf[None, :]).tocsr())
+    _columns: dict[str, int] | None = field(default=None, repr=False, compare=False)  # term -> column
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
-        """The logistic regression's logits of ``texts``, ``(n_texts, n_labels)``, before the temperature."""
-        return np.asarray(self.features(texts) @ self.coef.T) + self.intercept
+        """The logistic regression's logits of ``texts``, ``(n_texts, n_labels)``, before the temperature.
+
+        A text's features are its L2-normalized sublinear TF-IDF row over :attr:`vocabulary`, as scikit-learn's
+        ``TfidfVectorizer`` computes them (lowercase, ``\\b\\w+\\b`` words, word n-grams); they are computed here
+        with numpy alone, so that a prediction does not import scikit-learn.
+        """
+        if self._columns is None:
+            self._columns = {term: i for i, term in enumerate(self.vocabulary)}
+        rows, columns = [], []
+        for row, text in enumerate(texts):
+            found = [self._columns[t] for t in _terms(text, self.ngram_range) if t in self._columns]
+            rows.extend([row] * len(found))
+            columns.extend(found)
+        n = len(texts)
+        out = np.tile(np.asarray(self.intercept, dtype=np.float64), (n, 1))
+        if not columns:
+            return out
+        # (text, term) pairs with their counts: the sparse count matrix, coordinate by coordinate
+        pairs, counts = np.unique(np.asarray(rows, np.int64) * len(self.vocabulary) + columns, return_counts=True)
+        row, column = np.divmod(pairs, len(self.vocabulary))
+        weight = (1.0 + np.log(counts)) * np.asarray(self.idf, dtype=np.float64)[column]  # sublinear tf x idf
+        weight /= np.sqrt(np.bincount(row, weights=weight**2, minlength=n))[row]  # each row's L2 norm
+        coef = np.asarray(self.coef, dtype=np.float64)
+        for label in range(coef.shape[0]):
+            out[:, label] += np.bincount(row, weights=weight * coef[label, column], minlength=n)
+        return out
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """The head's own class probabilities of ``texts`` at its temperature, ``(n_texts, n_labels)``."""
