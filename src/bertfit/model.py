@@ -14,6 +14,7 @@ tokenizer files) that ``transformers.pipeline("text-classification", model=DIR)`
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from .lexical import LexicalHead, load_lexical
 from .predictor import Predictor
 
 __all__ = ["TextClassifier", "load_classifier"]
+
+_LOADING = threading.Lock()  # one transformers load at a time (a server's threads may ask for it together)
 
 
 class TextClassifier(Predictor):
@@ -85,17 +88,41 @@ class TextClassifier(Predictor):
         clf._set_state(model, tokenizer, card, metrics, records, lexical)
         return clf
 
-    def _set_state(self, model, tokenizer, card: ModelCard, metrics, records, lexical=None) -> None:
+    def _set_state(self, model, tokenizer, card: ModelCard, metrics, records, lexical=None, source=None) -> None:
         self.precision_ = resolve_precision(self.precision, self.device or default_device())  # once, at load
-        self.model_ = model.eval().to(self.precision_.device)
-        self.tokenizer_ = tokenizer
+        self._model = None if model is None else model.eval().to(self.precision_.device)
+        self._tokenizer = tokenizer
+        # (model, tokenizer, directory) of bertfit.native: what predicts until the transformers model is asked for.
+        self._native = None if source is None else (source[0].to(self.precision_.device), *source[1:])
         self.card_ = card
         self.metrics_ = metrics
         self.validation_predictions_ = records  # kept so that save_pretrained writes the report again
         self.lexical_ = lexical
 
+    @property
+    def model_(self):
+        """The fine-tuned transformers model; for a directory that prediction reads without transformers (see
+        :mod:`bertfit.native`), loaded on first use."""
+        self._load_transformers()
+        return self._model
+
+    @property
+    def tokenizer_(self):
+        """The model's transformers tokenizer, loaded on first use as :attr:`model_` is."""
+        self._load_transformers()
+        return self._tokenizer
+
+    def _load_transformers(self) -> None:
+        self._check_fitted()
+        with _LOADING:
+            if self._model is None:
+                path = self._native[2]
+                self._model = load_sequence_classifier(path).eval().to(self.precision_.device)
+                self._tokenizer = load_tokenizer(path)
+                self._native = None  # one engine from here on (their outputs are the same)
+
     def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
+        if "card_" not in self.__dict__:
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments or "
                 "load a trained model with 'TextClassifier.from_pretrained' before using this method."
@@ -144,7 +171,8 @@ class TextClassifier(Predictor):
     # -- prediction ----------------------------------------------------------------------------------------------
 
     def _logits(self, texts: list[str]) -> np.ndarray:
-        return torch_logits(self.model_, self.tokenizer_, texts, self.windowing, self.precision_, self.batch_size)
+        model, tokenizer = (self._model, self._tokenizer) if self._native is None else self._native[:2]
+        return torch_logits(model, tokenizer, texts, self.windowing, self.precision_, self.batch_size)
 
     def with_precision(self, precision: str) -> TextClassifier:
         """A classifier sharing these weights that predicts in ``precision`` (see :class:`TextClassifier`)."""
@@ -179,10 +207,19 @@ class TextClassifier(Predictor):
         if not path.is_dir():
             raise ModelError(f"model directory {path} does not exist; pass the --output-dir of a training run")
         files = read_model_files(path)
+        options = {"batch_size": batch_size, "device": device, "precision": precision}
+        from .native import load_native
+
+        native = load_native(path) if files.card is not None and not trust_remote_code else None
+        if native is not None:  # a BERT that bertfit trained: predicts without importing transformers
+            clf = cls(files.card.base_model, **options)
+            lexical = load_lexical(path, files.card.labels)
+            source = (*native, str(path))
+            clf._set_state(None, None, files.card, files.metrics, files.records, lexical, source=source)
+            return clf
         model = load_sequence_classifier(str(path), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
         tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code)
         card = files.card or _card_of_plain_model(model, tokenizer, path)
-        options = {"batch_size": batch_size, "device": device, "precision": precision}
         lexical = load_lexical(path, card.labels)
         return cls._from_trained(model, tokenizer, card, files.metrics, files.records, lexical, **options)
 
