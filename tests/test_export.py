@@ -11,6 +11,7 @@ from bertfit import TextClassifier
 from bertfit.cli import app
 from bertfit.exceptions import ConfigError, OutputExistsError
 from bertfit.export import export_onnx
+from bertfit.fast_tokenizer import FastTokenizer
 from bertfit.model import load_classifier
 from bertfit.onnx_model import ONNX_FILE, OnnxClassifier
 
@@ -43,6 +44,7 @@ def test_export_round_trip_matches_pytorch(trained_dir, fp32_export):
     }
     torch_clf, onnx_clf = TextClassifier.from_pretrained(trained_dir), load_classifier(out)
     assert isinstance(onnx_clf, OnnxClassifier)
+    assert isinstance(onnx_clf.tokenizer_, FastTokenizer)  # a BERT export tokenizes without transformers
     assert onnx_clf.labels == torch_clf.labels and onnx_clf.positive_label == "pos"
     assert onnx_clf.metrics == torch_clf.metrics and onnx_clf.max_length == torch_clf.max_length
     # batch sizes 1, 2 and 5: the batch and sequence axes are dynamic

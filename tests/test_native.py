@@ -15,7 +15,8 @@ from conftest import sentiment_rows
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bertfit import TextClassifier
-from bertfit.native import BertClassifier, FastTokenizer, load_native
+from bertfit.fast_tokenizer import FastTokenizer
+from bertfit.native import BertClassifier, load_native
 
 TEXTS = [
     *[text for text, _ in sentiment_rows(40)],

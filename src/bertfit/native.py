@@ -1,14 +1,15 @@
-"""Prediction without transformers: a BERT sequence classifier in plain PyTorch and its tokenizer on the Rust
-``tokenizers`` library alone, for the model directories that ``bertfit train`` writes.
+"""Prediction without transformers: a BERT sequence classifier in plain PyTorch, and its tokenizer on the Rust
+``tokenizers`` library alone (:mod:`bertfit.fast_tokenizer`), for the model directories that ``bertfit train`` writes.
 
-Importing transformers' model and tokenizer classes costs more than torch itself (about 3 s of a 9 s
-``bertfit predict`` of one text on a 2-core CPU: its modeling utilities pull in torch.distributed, scipy.optimize and
-the masking utilities), while a BERT's inference forward is a few lines of torch. :func:`load_native` reads a saved
-BERT classifier (``config.json``, ``model.safetensors``, ``tokenizer.json``) into :class:`BertClassifier` and
-:class:`FastTokenizer`, which behave as transformers' ``BertForSequenceClassification`` (eval mode) and fast tokenizer
-do where :mod:`bertfit.features` and :mod:`bertfit.inference` use them; anything else it does not recognize exactly
-(another architecture, an option of BERT it does not implement, a weight it does not expect) makes it return None,
-and the caller loads the model with transformers. Training, explanation and export always use transformers.
+Importing transformers' model and tokenizer classes costs more than torch itself (4.2 s of a 9.4 s ``bertfit
+predict`` of one text on a 2-core CPU: its modeling utilities pull in torch.distributed, scipy.optimize and the
+masking utilities), while a BERT's inference forward is a few lines of torch. :func:`load_native` reads a saved BERT
+classifier (``config.json``, ``model.safetensors``, ``tokenizer.json``) into a :class:`BertClassifier` and a
+:class:`~bertfit.fast_tokenizer.FastTokenizer`, which behave as transformers' ``BertForSequenceClassification`` (in
+eval mode) and fast tokenizer do where :mod:`bertfit.features` and :mod:`bertfit.inference` use them. Anything it
+does not reproduce exactly (another architecture, an option of BERT it does not implement, a weight it does not
+expect) makes it return None, and the caller loads the model with transformers. Training, explanation and export
+always use transformers.
 
 The tests hold both to transformers: the same token ids, windows and padding, logits within 1e-5 in fp32.
 """
@@ -16,17 +17,17 @@ The tests hold both to transformers: the same token ids, windows and padding, lo
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["load_native", "BertClassifier", "FastTokenizer", "NativeConfig"]
+from .fast_tokenizer import load_fast_tokenizer
+
+__all__ = ["load_native", "BertClassifier", "NativeConfig"]
 
 _ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "relu": None}
 # config.json fields that change the eval-mode forward of BERT: any value but these leaves the model to transformers.
@@ -242,118 +243,25 @@ class BertClassifier(nn.Module):
         return _Output(self.classifier(self.bert.pooler(x)))
 
 
-class FastTokenizer:
-    """transformers' fast tokenizer where bertfit's feature path uses it, on a ``tokenizers.Tokenizer`` alone.
-
-    Calling it with ``truncation=True, max_length=...`` (and ``stride``, ``return_overflowing_tokens``: windows)
-    returns the same columns transformers does (``input_ids``, ``token_type_ids``, ``attention_mask``,
-    ``overflow_to_sample_mapping``), and :meth:`pad` pads a batch of them on the right.
-    """
-
-    is_fast = True
-
-    def __init__(self, backend, *, pad_token_id: int, model_max_length: int, truncation_side: str = "right") -> None:
-        self.backend_tokenizer = backend
-        self.pad_token_id = pad_token_id
-        self.pad_token_type_id = 0
-        self.model_max_length = model_max_length
-        self.truncation_side = truncation_side
-        self.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
-        backend.no_padding()
-        backend.no_truncation()
-
-    def __call__(
-        self,
-        texts: Sequence[str],
-        *,
-        truncation: bool = False,
-        max_length: int | None = None,
-        stride: int = 0,
-        return_overflowing_tokens: bool = False,
-    ) -> dict[str, list]:
-        backend = self.backend_tokenizer
-        if truncation:
-            length = max_length if max_length is not None else self.model_max_length
-            backend.enable_truncation(length, stride=stride, strategy="longest_first", direction=self.truncation_side)
-        else:
-            backend.no_truncation()
-        encodings = backend.encode_batch(list(texts), add_special_tokens=True)
-        columns: dict[str, list] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
-        mapping: list[int] = []
-        for i, encoding in enumerate(encodings):
-            windows = [encoding, *encoding.overflowing] if return_overflowing_tokens else [encoding]
-            for window in windows:
-                columns["input_ids"].append(window.ids)
-                columns["token_type_ids"].append(window.type_ids)
-                columns["attention_mask"].append(window.attention_mask)
-                mapping.append(i)
-        if return_overflowing_tokens:
-            columns["overflow_to_sample_mapping"] = mapping
-        return columns
-
-    def pad(self, columns: dict[str, list[list[int]]], return_tensors: str = "pt") -> dict[str, Any]:
-        """Right-pad each column to the longest row: ``pad_token_id`` for ids, 0 for the mask and token types."""
-        rows = columns["input_ids"]
-        longest = max((len(ids) for ids in rows), default=0)
-        out = {}
-        for key, values in columns.items():
-            fill = (
-                self.pad_token_id if key == "input_ids" else self.pad_token_type_id if key == "token_type_ids" else 0
-            )
-            array = np.full((len(values), longest), fill, dtype=np.int64)
-            for row, ids in zip(array, values):
-                row[: len(ids)] = ids
-            out[key] = array
-        if "attention_mask" not in out:
-            mask = np.zeros((len(rows), longest), dtype=np.int64)
-            for row, ids in zip(mask, rows):
-                row[: len(ids)] = 1
-            out["attention_mask"] = mask
-        if return_tensors == "pt":
-            return {key: torch.from_numpy(array) for key, array in out.items()}
-        return out
-
-
 def load_native(path: str | Path):
     """``(model, tokenizer)`` of a BERT classifier directory without transformers, or None where it is not one that
     this module reproduces exactly (see the module docstring); the model is in eval mode, fp32, on the CPU."""
     path = Path(path)
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        tokenizer_config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     native = NativeConfig.from_json(config) if isinstance(config, dict) else None
-    weights, vocabulary = path / "model.safetensors", path / "tokenizer.json"
-    if native is None or not weights.is_file() or not vocabulary.is_file() or not isinstance(tokenizer_config, dict):
+    weights = path / "model.safetensors"
+    if native is None or not weights.is_file():
         return None
-    if tokenizer_config.get("padding_side", "right") != "right" or tokenizer_config.get("tokenizer_class") not in (
-        "BertTokenizer",
-        "BertTokenizerFast",
-    ):
-        return None
-    tokenizer = _tokenizer(vocabulary, tokenizer_config)
+    tokenizer = load_fast_tokenizer(path)
     if tokenizer is None:
         return None
     model = _model(weights, native)
     if model is None:
         return None
     return model, tokenizer
-
-
-def _tokenizer(vocabulary: Path, tokenizer_config: dict[str, Any]) -> FastTokenizer | None:
-    from tokenizers import Tokenizer
-
-    try:
-        backend = Tokenizer.from_file(str(vocabulary))
-    except Exception:  # noqa: BLE001 - tokenizers raises a bare Exception for a file it cannot read
-        return None
-    pad_id = backend.token_to_id(str(tokenizer_config.get("pad_token", "[PAD]")))
-    limit = tokenizer_config.get("model_max_length", 512)
-    if pad_id is None or not isinstance(limit, int | float) or limit <= 0:
-        return None
-    side = tokenizer_config.get("truncation_side", "right")
-    return FastTokenizer(backend, pad_token_id=pad_id, model_max_length=int(min(limit, 1e9)), truncation_side=side)
 
 
 def _model(weights: Path, config: NativeConfig):
