@@ -1,7 +1,7 @@
 """Prediction speed: ``transformers.pipeline`` with its defaults against bertfit (PyTorch fp32 and bf16) and its ONNX
 exports (fp32, int8), on 10,000 SST-2 texts, in one run; the whole process of ``bertfit predict --input`` with its
-defaults against a script around ``transformers.pipeline`` on the same file; then the peak memory of predicting a
-1,000,000-row CSV against a 100,000-row one.
+defaults against a script around ``transformers.pipeline`` on the same file, and of classifying one text; then the
+peak memory of predicting a 1,000,000-row CSV against a 100,000-row one.
 
 Speed is measured on 10,000 texts drawn from the GLUE SST-2 training file (phrases and sentences); agreement is the
 share of those texts that get the label that bertfit's fp32 prediction gives (every engine takes the most probable
@@ -12,12 +12,17 @@ The whole-process table times each command in a fresh process, from start to the
 load, reading, tokenizing, predicting, writing): what a user waits for. The model is trained with
 ``--threshold-metric none`` so that both take the most probable label and the agreement compares engines only.
 
+The one-text table times a fresh process that classifies a single text (median of 3): the script around the
+pipeline, ``bertfit predict MODEL TEXT`` and the same on the model's ONNX export; there imports and model load are
+all of the time (bertfit's BERT predicts without importing transformers' model classes: :mod:`bertfit.native`).
+
 The memory comparison runs ``bertfit.predict_file`` in a fresh process per file and reads its peak resident memory.
 It uses a tiny random BERT with the default model's tokenizer so that a million rows take minutes, not hours: what is
 compared is the file path (reading, tokenizing, writing), whose memory must not grow with the file; a larger
 model adds the same constant to both.
 
     .venv/bin/python benchmarks/predict_speed.py [--model runs/sst2] [--texts 10000] [--memory-rows 100000 1000000]
+        [--tables engines process startup memory]
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from bertfit import TextClassifier, TrainConfig, train
 from bertfit.backbone import default_model_path, quiet_transformers
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "sst2"
+TABLES = ("engines", "process", "startup", "memory")
 
 
 def main() -> None:
@@ -46,6 +52,7 @@ def main() -> None:
     parser.add_argument("--model", default="runs/sst2", type=Path)
     parser.add_argument("--texts", type=int, default=10_000)
     parser.add_argument("--memory-rows", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES), help="the tables to run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if not (args.model / "bertfit.json").is_file():
@@ -60,7 +67,18 @@ def main() -> None:
     val = pd.read_csv(DATASETS / "sentence_level" / "validation.csv", keep_default_na=False)
     print(f"{platform.node()} | torch {torch.__version__} | {torch.get_num_threads()} threads | model {args.model}")
     print(f"{len(texts)} texts, mean {np.mean([len(t.split()) for t in texts]):.1f} words\n")
-    engines = _engines(args.model)
+    if "engines" in args.tables:
+        _engines_table(args.model, texts, val)
+    if "process" in args.tables:
+        _whole_process_table(args.model, texts)
+    if "startup" in args.tables:
+        _startup_table(args.model, texts[0])
+    if "memory" in args.tables and args.memory_rows:
+        _memory_table(glue["text"].tolist(), args.memory_rows)
+
+
+def _engines_table(model_dir: Path, texts: list[str], val: pd.DataFrame) -> None:
+    engines = _engines(model_dir)
     rows, reference = [], None
     for name, predict in engines:
         predict(texts[:64])  # warm-up: first-call allocations, kernel selection
@@ -84,9 +102,6 @@ def main() -> None:
             f"{row['rate'] / fp32_rate:>16.2f}x"
             f"{agreement:>11.4f}{row['accuracy']:>9.4f}{100 * (row['accuracy'] - fp32_accuracy):>+12.2f}"
         )
-    _whole_process_table(args.model, texts)
-    if args.memory_rows:
-        _memory_table(glue["text"].tolist(), args.memory_rows)
 
 
 _PIPELINE_SCRIPT = """
@@ -125,6 +140,43 @@ def _whole_process_table(model_dir: Path, texts: list[str]) -> None:
             f"{name:<42}{seconds:>9.1f}{len(texts) / seconds:>9.0f}{reference_seconds / seconds:>12.1f}x"
             f"{agreement:>11.4f}"
         )
+
+
+def _startup_table(model_dir: Path, text: str, repeats: int = 3) -> None:
+    # What a user waits for to classify one text: imports and model load dominate.
+    work = Path(tempfile.mkdtemp(prefix="bertfit-startup-"))
+    export_dir = work / "onnx"
+    from bertfit.export import export_onnx
+
+    export_onnx(model_dir, export_dir)
+    script = _PIPELINE_SCRIPT.replace(
+        'pd.read_csv(sys.argv[2], keep_default_na=False)["text"].tolist()', "[sys.argv[2]]"
+    )
+    commands = {
+        "script around transformers.pipeline": [
+            sys.executable,
+            "-c",
+            script,
+            str(model_dir),
+            text,
+            str(work / "p.csv"),
+        ],
+        "bertfit predict MODEL TEXT": [sys.executable, "-m", "bertfit", "predict", str(model_dir), text],
+        "bertfit predict ONNX_EXPORT TEXT": [sys.executable, "-m", "bertfit", "predict", str(export_dir), text],
+    }
+    print(f"\nOne text, whole process (start to printed label; median of {repeats} fresh processes):")
+    print(f"{'command':<42}{'seconds':>9}{'vs pipeline':>13}")
+    seconds = {}
+    for name, command in commands.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+        seconds[name] = float(np.median(times))
+    reference = seconds["script around transformers.pipeline"]
+    for name, value in seconds.items():
+        print(f"{name:<42}{value:>9.2f}{reference / value:>12.1f}x")
 
 
 def _engines(model_dir: Path):
