@@ -1,4 +1,4 @@
-"""The tokenization cache: a hit returns exactly what tokenizing returns; any change of input misses."""
+"""The cache: a hit returns exactly what tokenizing (or embedding) returns; any change of input misses."""
 
 from __future__ import annotations
 
@@ -91,3 +91,42 @@ def test_a_second_training_run_skips_tokenizing(tiny_config, tmp_path, caplog):
     assert caplog.text.count("from the cache") == 2
     assert first.info_["history"][0]["train_loss"] == second.info_["history"][0]["train_loss"]
     assert len(list((tmp_path / "tokens").glob("*.npz"))) == 2
+
+
+def test_frozen_embeddings_are_read_back_for_the_same_encoder_texts_and_cut(tiny_model_dir, tmp_path, caplog):
+    from transformers import AutoModelForSequenceClassification
+
+    from bertfit.baseline import frozen_embeddings
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    tokenizer = _tokenizer(tiny_model_dir)
+    train_texts, val_texts = TEXTS[:2], TEXTS[2:]
+    computed = frozen_embeddings(model, tokenizer, train_texts, val_texts, 16, 4)
+    first = frozen_embeddings(model, tokenizer, train_texts, val_texts, 16, 4, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # one entry per split
+    with caplog.at_level("INFO", logger="bertfit"):
+        second = frozen_embeddings(model, tokenizer, train_texts, val_texts, 16, 4, cache_dir=tmp_path)
+    assert caplog.text.count("read the frozen embeddings") == 2
+    for a, b, c in zip(computed[:2], first[:2], second[:2]):
+        assert (a == b).all() and (b == c).all() and a.dtype == c.dtype
+    frozen_embeddings(model, tokenizer, train_texts, val_texts, 8, 4, cache_dir=tmp_path)  # another cut
+    assert len(list(tmp_path.glob("*.npz"))) == 4
+    import torch
+
+    with torch.no_grad():
+        model.base_model.embeddings.LayerNorm.bias += 0.5  # other weights: other vectors
+    changed = frozen_embeddings(model, tokenizer, train_texts, val_texts, 16, 4, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 6
+    assert not (changed[0] == first[0]).all()
+
+
+def test_a_training_run_with_baselines_reuses_the_frozen_embeddings(tiny_config, tmp_path, caplog):
+    rows = sentiment_rows(60)
+    data = TextDataset([t for t, _ in rows], [label for _, label in rows])
+    config = tiny_config(epochs=1, cache_dir=str(tmp_path), baselines=True)
+    first = train(config, data)
+    with caplog.at_level("INFO", logger="bertfit"):
+        second = train(config, data)
+    assert caplog.text.count("read the frozen embeddings") == 2
+    key = "frozen_embeddings_logreg"
+    assert first.info_["baselines"][key]["metrics"] == second.info_["baselines"][key]["metrics"]

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .backbone import load_sequence_classifier, load_tokenizer, model_max_length, resolve_model
+from .cache import embeddings_cached, encoder_digest
 from .data import TextDataset, check_validation, multi_hot
 from .decision import DecisionRule
 from .exceptions import ConfigError, DataError
@@ -213,13 +215,21 @@ def _embed(model_name_or_path, train: TextDataset, validation: TextDataset, max_
 
 
 def frozen_embeddings(
-    model, tokenizer, train_texts: list[str], validation_texts: list[str], max_length: int, batch_size: int
+    model,
+    tokenizer,
+    train_texts: list[str],
+    validation_texts: list[str],
+    max_length: int,
+    batch_size: int,
+    cache_dir: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """The frozen-embedding baseline's features: ``model``'s encoder's mean-pooled last hidden states of both splits
     (texts truncated to ``max_length``, at most the model's limit), under bf16 autocast where the hardware has it
     (about 2x faster on this project's CPU); fp32 vectors, and the seconds they took.
 
-    ``model`` must still hold its pretrained weights: ``bertfit train`` calls this before training.
+    ``model`` must still hold its pretrained weights: ``bertfit train`` calls this before training. With a
+    ``cache_dir`` (:func:`bertfit.cache.cache_directory`), vectors computed before for the same encoder weights,
+    tokenizer, texts, cut and precision are read back instead of computed (:func:`bertfit.cache.embeddings_cached`).
     """
     start = time.perf_counter()
     precision = resolve_precision("auto")
@@ -227,9 +237,14 @@ def frozen_embeddings(
     was_training = encoder.training
     encoder.eval().to(precision.device)
     cut = min(max_length, model_max_length(tokenizer, encoder.config))
-    out = [
-        torch_embeddings(encoder, tokenizer, texts, cut, precision, batch_size)
-        for texts in (train_texts, validation_texts)
-    ]
+    weights = encoder_digest(encoder) if cache_dir is not None else ""
+
+    def embed(texts: list[str]) -> np.ndarray:
+        def compute() -> np.ndarray:
+            return torch_embeddings(encoder, tokenizer, texts, cut, precision, batch_size)
+
+        return embeddings_cached(compute, weights, tokenizer, texts, cut, precision.name, cache_dir)
+
+    out = [embed(train_texts), embed(validation_texts)]
     encoder.train(was_training)
     return out[0], out[1], time.perf_counter() - start

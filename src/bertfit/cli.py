@@ -902,7 +902,9 @@ def push(
     typer.echo(f"pushed {model_dir} to {url}")
 
 
-cache_app = typer.Typer(help="The tokenization cache: its size, and emptying it.", no_args_is_help=True)
+cache_app = typer.Typer(
+    help="The cache of tokenized texts and frozen embeddings: its size, and emptying it.", no_args_is_help=True
+)
 app.add_typer(cache_app, name="cache")
 CacheDirOpt = Annotated[
     str | None, typer.Option("--cache-dir", help="The cache's folder; default $BERTFIT_CACHE or ~/.cache/bertfit.")
@@ -912,7 +914,7 @@ CacheDirOpt = Annotated[
 @cache_app.command("info")
 @_errors
 def cache_info(cache_dir: CacheDirOpt = None) -> None:
-    """Where the tokenization cache is, how many entries it holds, their size and the limit."""
+    """Where the cache (tokenized texts, frozen embeddings) is, how many entries it holds, their size and the limit."""
     from .cache import cache_directory, cache_entries, cache_limit
 
     directory = cache_directory(cache_dir)
@@ -925,7 +927,7 @@ def cache_info(cache_dir: CacheDirOpt = None) -> None:
 @cache_app.command("clear")
 @_errors
 def cache_clear(cache_dir: CacheDirOpt = None) -> None:
-    """Delete every entry of the tokenization cache (runs tokenize again, once)."""
+    """Delete every entry of the cache (runs tokenize and embed again, once)."""
     from .cache import cache_directory, clear_cache
 
     directory = cache_directory(cache_dir)

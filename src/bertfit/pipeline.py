@@ -163,7 +163,8 @@ def fit(
     embeddings = None
     if config.baselines and stage.is_main_process():  # with the pretrained weights, while the model still has them
         size = features.windowing.max_length
-        embeddings = frozen_embeddings(model, tokenizer, train_ds.texts, val_ds.texts, size, config.eval_batch_size)
+        texts, cache = (train_ds.texts, val_ds.texts), cache_directory(config.cache_dir)
+        embeddings = frozen_embeddings(model, tokenizer, *texts, size, config.eval_batch_size, cache_dir=cache)
     tracker.start()
     with tracker.closing_on_error():
         splits, checkpoints = (train_ds, val_ds), (checkpointer, resume)
