@@ -92,7 +92,11 @@ class FastTokenizer:
 
 def load_fast_tokenizer(path: str | Path) -> FastTokenizer | None:
     """The :class:`FastTokenizer` of a model directory whose tokenizer is BERT's (``tokenizer.json`` and
-    ``tokenizer_config.json``, as transformers saves them), or None for any other (load that one with transformers)."""
+    ``tokenizer_config.json``, as transformers saves them), or None for any other (load that one with transformers).
+
+    >>> load_fast_tokenizer("no-such-directory") is None
+    True
+    """
     path = Path(path)
     vocabulary = path / "tokenizer.json"
     try:

@@ -244,8 +244,20 @@ class BertClassifier(nn.Module):
 
 
 def load_native(path: str | Path):
-    """``(model, tokenizer)`` of a BERT classifier directory without transformers, or None where it is not one that
-    this module reproduces exactly (see the module docstring); the model is in eval mode, fp32, on the CPU."""
+    """Load a BERT sequence classifier directory without transformers.
+
+    Args:
+        path: A model directory with ``config.json``, ``model.safetensors``, ``tokenizer.json`` and
+            ``tokenizer_config.json``, as transformers' ``save_pretrained`` writes them.
+
+    Returns:
+        ``(model, tokenizer)``: a :class:`BertClassifier` in eval mode, fp32, on the CPU, and a
+        :class:`~bertfit.fast_tokenizer.FastTokenizer`; or None where the directory is not one that this module
+        reproduces exactly (see the module docstring): the caller then loads it with transformers.
+
+    >>> load_native("no-such-directory") is None
+    True
+    """
     path = Path(path)
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
