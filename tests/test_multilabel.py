@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from bertfit import ConfigError, DataError, TextClassifier, TextDataset, TrainConfig, evaluate, load_data, train
 from bertfit.cli import app
-from bertfit.data import check_validation, multi_hot, train_val_split
+from bertfit.data import check_validation, train_val_split
+from bertfit.decision import multi_hot
 from bertfit.metrics import collapse_warning, compute_metrics, multi_label_metrics, tune_thresholds
 from bertfit.predict import BatchPredictor
 

@@ -68,11 +68,11 @@ def test_model_logits_equal_transformers(pair, dtype):
     torch.testing.assert_close(ours.float(), theirs.float(), atol=1e-5 if dtype is None else 1e-2, rtol=0)
 
 
-def test_a_saved_model_predicts_without_importing_transformers_models(trained_dir):
+def test_a_saved_model_predicts_without_importing_transformers_sklearn_or_pandas(trained_dir):
     script = (
         "import sys; from bertfit.model import load_classifier; "
         f"clf = load_classifier({str(trained_dir)!r}); print(clf.predict(['the film was good'])[0]); "
-        "print(sorted(m for m in sys.modules if m.startswith(('transformers', 'sklearn'))))"
+        "print(sorted(m for m in sys.modules if m.startswith(('transformers', 'sklearn', 'pandas'))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True

@@ -325,7 +325,7 @@ def _tfidf(texts: list[str]):
 
 def _targets(dataset) -> np.ndarray:
     """Class ids ``(n,)`` in ``classes`` order, or for label sets a 0/1 matrix ``(n, n_labels)``."""
-    from .data import multi_hot
+    from .decision import multi_hot
 
     if dataset.multi_label:
         return multi_hot(dataset.labels, dataset.classes)

@@ -19,8 +19,8 @@ import numpy as np
 
 from .backbone import load_sequence_classifier, load_tokenizer, model_max_length, resolve_model
 from .cache import embeddings_cached, encoder_digest
-from .data import TextDataset, check_validation, multi_hot
-from .decision import DecisionRule
+from .data import TextDataset, check_validation
+from .decision import DecisionRule, multi_hot
 from .exceptions import ConfigError, DataError
 from .hardware import resolve_precision
 from .inference import torch_embeddings

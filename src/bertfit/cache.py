@@ -176,9 +176,7 @@ def evict(cache_dir: Path, limit: int) -> list[Path]:
         total -= sizes[entry]
         removed.append(entry)
     if removed:
-        logger.info(
-            "removed %d cache entries (least recently used) to stay within %d bytes", len(removed), limit
-        )
+        logger.info("removed %d cache entries (least recently used) to stay within %d bytes", len(removed), limit)
     return removed
 
 

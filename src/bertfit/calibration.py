@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import multi_hot
-from .decision import DecisionRule
+from .decision import DecisionRule, multi_hot
 
 __all__ = [
     "Calibration",

@@ -40,7 +40,6 @@ __all__ = [
     "TextDataset",
     "load_data",
     "label_set",
-    "multi_hot",
     "read_columns",
     "iter_text_chunks",
     "sorted_labels",
@@ -161,27 +160,6 @@ def label_set(cell: str | Sequence[str] | None, label_sep: str | None = None) ->
         return ()
     parts = (cell.split(label_sep) if label_sep else [cell]) if isinstance(cell, str) else cell
     return tuple(sorted({part.strip() for part in parts if part is not None and part.strip()}))
-
-
-def multi_hot(rows: Sequence[Sequence[str]], labels: Sequence[str]) -> np.ndarray:
-    """Label sets as a 0/1 matrix of shape ``(n_rows, n_labels)``, columns in ``labels`` order.
-
-    Raises:
-        DataError: A row holds a label that is not in ``labels``.
-
-    >>> multi_hot([("b",), ("a", "b"), ()], ["a", "b"]).tolist()
-    [[0, 1], [1, 1], [0, 0]]
-    """
-    index = {label: k for k, label in enumerate(labels)}
-    matrix = np.zeros((len(rows), len(labels)), dtype=np.int8)
-    for i, row in enumerate(rows):
-        try:
-            matrix[i, [index[label] for label in row]] = 1
-        except KeyError as err:
-            raise DataError(
-                f"label {err.args[0]!r} of row {i + 1} is not one of the labels {list(labels)}; check the labels"
-            ) from None
-    return matrix
 
 
 def _is_label_collection(value) -> bool:

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import ModelError
+from .exceptions import DataError, ModelError
 
-__all__ = ["DecisionRule"]
+__all__ = ["DecisionRule", "multi_hot"]
 
 
 @dataclass(frozen=True)
@@ -221,3 +221,24 @@ def _object_column(lists: list[list[str]]) -> np.ndarray:
     for i, values in enumerate(lists):
         column[i] = values
     return column
+
+
+def multi_hot(rows: Sequence[Sequence[str]], labels: Sequence[str]) -> np.ndarray:
+    """Label sets as a 0/1 matrix of shape ``(n_rows, n_labels)``, columns in ``labels`` order.
+
+    Raises:
+        DataError: A row holds a label that is not in ``labels``.
+
+    >>> multi_hot([("b",), ("a", "b"), ()], ["a", "b"]).tolist()
+    [[0, 1], [1, 1], [0, 0]]
+    """
+    index = {label: k for k, label in enumerate(labels)}
+    matrix = np.zeros((len(rows), len(labels)), dtype=np.int8)
+    for i, row in enumerate(rows):
+        try:
+            matrix[i, [index[label] for label in row]] = 1
+        except KeyError as err:
+            raise DataError(
+                f"label {err.args[0]!r} of row {i + 1} is not one of the labels {list(labels)}; check the labels"
+            ) from None
+    return matrix

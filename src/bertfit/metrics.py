@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import multi_hot
+from .decision import multi_hot
 from .exceptions import ConfigError, DataError
 
 __all__ = [
@@ -95,7 +95,7 @@ def multi_label_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence
     """The metrics of a multi-label task from 0/1 matrices of shape ``(n_texts, n_labels)``.
 
     Args:
-        y_true: True label sets, multi-hot (see :func:`bertfit.data.multi_hot`).
+        y_true: True label sets, multi-hot (see :func:`bertfit.decision.multi_hot`).
         y_pred: Predicted label sets, multi-hot.
         labels: The label names of the columns.
 

@@ -43,8 +43,8 @@ from .config import (
     TrainConfig,
     resolve_stride,
 )
-from .data import TextDataset, check_validation, load_data, multi_hot, train_val_split
-from .decision import DecisionRule
+from .data import TextDataset, check_validation, load_data, train_val_split
+from .decision import DecisionRule, multi_hot
 from .exceptions import ConfigError, DataError, TrainingError
 from .features import Encoded, Windowing, aggregate_logits, choose_max_length, encode
 from .hardware import Precision, resolve_precision

@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from .data import iter_text_chunks
 from .exceptions import DataError, OutputExistsError
 from .files import atomic_file
 from .model import load_classifier
@@ -135,6 +134,8 @@ def predict_file(
 def _text_chunks(input_path, text_column: str, sep, encoding: str, chunk_size: int) -> Iterator[list[str]]:
     if str(input_path) == STDIO:
         return stdin_chunks(text_column, encoding=encoding, chunk_size=min(chunk_size, STDIN_CHUNK_SIZE))
+    from .data import iter_text_chunks  # pandas: only where a file is read
+
     return iter_text_chunks(input_path, text_column, sep=sep, encoding=encoding, chunk_size=chunk_size)
 
 

@@ -40,7 +40,7 @@ from .backbone import MULTI_LABEL_PROBLEM
 from .batching import TokenBudgetBatchSampler, length_grouped_batches, shard_batches
 from .checkpoint import Checkpointer
 from .config import AUTO_EVAL_TOKEN_SHARE, AUTO_EVALS_PER_EPOCH, MAX_POS_WEIGHT, TrainConfig
-from .data import multi_hot
+from .decision import multi_hot
 from .exceptions import ConfigError, TrainingInterrupted
 from .features import Encoded, aggregate_logits
 from .hardware import Precision

@@ -20,8 +20,8 @@ import numpy as np
 from .calibration import Calibration, calibrate
 from .card import ThresholdTuning
 from .config import TrainConfig
-from .data import TextDataset, multi_hot
-from .decision import DecisionRule
+from .data import TextDataset
+from .decision import DecisionRule, multi_hot
 from .exceptions import BertfitError
 from .lexical import Fusion, LexicalHead, fit_lexical_head
 from .metrics import (
