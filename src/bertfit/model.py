@@ -171,7 +171,8 @@ class TextClassifier(Predictor):
     # -- prediction ----------------------------------------------------------------------------------------------
 
     def _logits(self, texts: list[str]) -> np.ndarray:
-        model, tokenizer = (self._model, self._tokenizer) if self._native is None else self._native[:2]
+        native = self._native  # read once: a server thread may be loading transformers' model meanwhile
+        model, tokenizer = (self._model, self._tokenizer) if native is None else native[:2]
         return torch_logits(model, tokenizer, texts, self.windowing, self.precision_, self.batch_size)
 
     def with_precision(self, precision: str) -> TextClassifier:
