@@ -9,6 +9,7 @@ classifier per label, each deciding at probability 0.5 (no per-label threshold t
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -238,13 +239,17 @@ def frozen_embeddings(
     encoder.eval().to(precision.device)
     cut = min(max_length, model_max_length(tokenizer, encoder.config))
     weights = encoder_digest(encoder) if cache_dir is not None else ""
-
-    def embed(texts: list[str]) -> np.ndarray:
-        def compute() -> np.ndarray:
-            return torch_embeddings(encoder, tokenizer, texts, cut, precision, batch_size)
-
-        return embeddings_cached(compute, weights, tokenizer, texts, cut, precision.name, cache_dir)
-
-    out = [embed(train_texts), embed(validation_texts)]
+    out = [
+        embeddings_cached(
+            functools.partial(torch_embeddings, encoder, tokenizer, texts, cut, precision, batch_size),
+            weights,
+            tokenizer,
+            texts,
+            cut,
+            precision.name,
+            cache_dir,
+        )
+        for texts in (train_texts, validation_texts)
+    ]
     encoder.train(was_training)
     return out[0], out[1], time.perf_counter() - start

@@ -79,14 +79,9 @@ def tokenize_cached(
     """
     key = _key(tokenizer, texts, max_length, stride) if cache_dir is not None else None
     path = cache_dir / f"{key}.npz" if key else None
-    if path is not None and path.is_file():
-        try:
-            encoded = _read(path)
-            os.utime(path)  # recently used: evicted last
-            logger.info("read the tokens of %d texts from the cache %s", len(texts), path)
-            return encoded
-        except (OSError, ValueError, KeyError) as err:  # a damaged entry: tokenize again and replace it
-            logger.warning("ignoring the damaged cache entry %s (%s); tokenizing again", path, err)
+    encoded = _lookup(path, _read, f"the tokens of {len(texts)} texts")
+    if encoded is not None:
+        return encoded
     windows = {} if stride is None else {"stride": stride, "return_overflowing_tokens": True}
     encoded = progress.tokenize(tokenizer, texts, desc=desc, truncation=True, max_length=max_length, **windows)
     if path is not None:
@@ -118,18 +113,31 @@ def embeddings_cached(
         return compute()
     header = {"format": _FORMAT, "kind": "embeddings", "encoder": encoder, "tokens": tokens, "precision": precision}
     path = cache_dir / f"{hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as stored:
-                vectors = stored["embeddings"]
-            os.utime(path)
-            logger.info("read the frozen embeddings of %d texts from the cache %s", len(texts), path)
-            return vectors
-        except (OSError, ValueError, KeyError) as err:
-            logger.warning("ignoring the damaged cache entry %s (%s); computing again", path, err)
+    vectors = _lookup(path, _read_embeddings, f"the frozen embeddings of {len(texts)} texts")
+    if vectors is not None:
+        return vectors
     vectors = compute()
     _store(path, cache_dir, lambda handle: np.savez(handle, embeddings=vectors))
     return vectors
+
+
+def _lookup(path: Path | None, read, what: str):
+    """``read(path)`` of an entry that exists, else None; a damaged entry is None too (recomputed and replaced)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        value = read(path)
+    except (OSError, ValueError, KeyError) as err:
+        logger.warning("ignoring the damaged cache entry %s (%s); computing it again", path, err)
+        return None
+    os.utime(path)  # recently used: evicted last
+    logger.info("read %s from the cache %s", what, path)
+    return value
+
+
+def _read_embeddings(path: Path) -> np.ndarray:
+    with np.load(path) as stored:
+        return stored["embeddings"]
 
 
 def _store(path: Path, cache_dir: Path, write) -> None:

@@ -82,10 +82,11 @@ class TextClassifier(Predictor):
         metrics: dict[str, Any] | None = None,
         records: list[dict[str, Any]] | None = None,
         lexical: LexicalHead | None = None,
+        source: tuple | None = None,
         **options: Any,
     ) -> TextClassifier:
         clf = cls(card.base_model, **options)
-        clf._set_state(model, tokenizer, card, metrics, records, lexical)
+        clf._set_state(model, tokenizer, card, metrics, records, lexical, source)
         return clf
 
     def _set_state(self, model, tokenizer, card: ModelCard, metrics, records, lexical=None, source=None) -> None:
@@ -213,16 +214,14 @@ class TextClassifier(Predictor):
 
         native = load_native(path) if files.card is not None and not trust_remote_code else None
         if native is not None:  # a BERT that bertfit trained: predicts without importing transformers
-            clf = cls(files.card.base_model, **options)
-            lexical = load_lexical(path, files.card.labels)
-            source = (*native, str(path))
-            clf._set_state(None, None, files.card, files.metrics, files.records, lexical, source=source)
-            return clf
-        model = load_sequence_classifier(str(path), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-        tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code)
+            model = tokenizer = None
+        else:
+            model = load_sequence_classifier(str(path), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+            tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code)
         card = files.card or _card_of_plain_model(model, tokenizer, path)
         lexical = load_lexical(path, card.labels)
-        return cls._from_trained(model, tokenizer, card, files.metrics, files.records, lexical, **options)
+        source = None if native is None else (*native, str(path))
+        return cls._from_trained(model, tokenizer, card, files.metrics, files.records, lexical, source, **options)
 
     def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model directory atomically: all files appear at once, or none (see :mod:`bertfit.save`).
