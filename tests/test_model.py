@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -168,6 +170,45 @@ def test_precision_choice_follows_the_hardware(monkeypatch, requested, device, c
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
     assert resolve_precision(requested, device) == (expected, device)
+
+
+_FAULTS = """
+import ctypes, resource, sys
+from bertfit.hardware import keep_freed_memory
+print(keep_freed_memory() if sys.argv[1] == "keep" else None)
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+def block():  # 40 MiB, above the largest mmap threshold glibc sets itself (32 MiB): allocated, written, freed
+    p = libc.malloc(40 << 20)
+    ctypes.memset(p, 1, 40 << 20)
+    libc.free(p)
+block()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    block()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_keep_freed_memory_reuses_freed_blocks_instead_of_faulting_in_new_pages():
+    def run(mode: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+        made, faults = out.stdout.split()
+        return made, int(faults)
+
+    made, kept = run("keep")
+    _, default = run("default")
+    assert made == "True"
+    assert default > 4 * 40 * 2**20 // 4096 // 2  # every 40 MiB block faults in its pages again
+    assert kept < default / 10
+
+
+def test_keep_freed_memory_leaves_the_users_malloc_settings(monkeypatch):
+    from bertfit.hardware import keep_freed_memory
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert keep_freed_memory() is False
 
 
 def test_bf16_prediction_runs_in_bf16_and_stays_close_to_fp32(trained_dir):

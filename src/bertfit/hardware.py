@@ -8,13 +8,16 @@ training, evaluation, prediction and the frozen-embedding baseline runs under.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import os
+import sys
 from typing import NamedTuple
 
 from .config import PRECISIONS
 from .exceptions import ConfigError
 
-__all__ = ["Precision", "resolve_precision", "default_device"]
+__all__ = ["Precision", "resolve_precision", "default_device", "keep_freed_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +79,38 @@ def resolve_precision(requested: str, device: str | None = None) -> Precision:
     if requested == "bf16" and not bf16:
         logger.warning("precision bf16 was asked for but this %s has no native bf16 support; it will be slow", device)
     return Precision(requested, device)
+
+
+# glibc's mallopt parameters (malloc.h): blocks above M_MMAP_THRESHOLD get their own mapping, unmapped when freed;
+# free memory above M_TRIM_THRESHOLD at the top of the heap goes back to the kernel.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+
+def keep_freed_memory(threshold: int = 1 << 30) -> bool:
+    """Have glibc's allocator keep freed blocks of up to ``threshold`` bytes for reuse instead of returning them to
+    the kernel. The ``bertfit`` command calls it at start; a library caller may call it too (it is process-wide).
+
+    Why: a CPU forward pass frees and allocates activations of a few MiB at every layer. glibc gives blocks above
+    its mmap threshold (128 KiB at start, raised only as such blocks are freed) their own pages, so each new tensor
+    is fresh memory whose every 4 KiB page faults on its first write. Measured on this project's 2-core VM: the first
+    bf16 forward of a 128 x 31-token batch 508 ms -> 178 ms, and ``bertfit predict --input`` of 10,000 sentences
+    10.8 s -> 9.5-10.3 s with 80% fewer page faults. The cost: memory freed inside the process is reused but not
+    returned to the system until the process ends (peak memory is unchanged).
+
+    Returns:
+        Whether the setting was made: False off Linux, with another C library, or when the environment already sets
+        glibc's malloc options (``MALLOC_MMAP_THRESHOLD_`` and the like, or ``GLIBC_TUNABLES``), which are kept.
+    """
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if not sys.platform.startswith("linux") or "malloc" in tunables or any(k in os.environ for k in _MALLOC_SETTINGS):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # glibc only: musl's mallopt does nothing  # noqa: B018
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    trim = min(2 * threshold, 2**31 - 1)  # an int argument
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim))
