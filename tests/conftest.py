@@ -18,9 +18,12 @@ NEGATIVE = ["bad", "awful", "poor", "terrible", "horrible", "sad", "boring", "wo
 
 @pytest.fixture(autouse=True, scope="session")
 def _token_cache(tmp_path_factory):
-    """Keep the tokenization cache of every test run in a temporary directory, never in ~/.cache."""
+    """Keep the tokenization cache of every test run in a temporary directory, never in ~/.cache; checkpoint at
+    every evaluation."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BERTFIT_CACHE", str(tmp_path_factory.mktemp("bertfit-cache")))
+        # A checkpoint at every evaluation: the tiny runs of the tests are far shorter than the default interval.
+        patch.setenv("BERTFIT_CHECKPOINT_SECONDS", "0")
         yield
 
 

@@ -124,3 +124,39 @@ def test_checkpoint_cost_is_recorded(tiny_config, tmp_path):
     clf = train(tiny_config(output_dir=str(tmp_path / "model"), epochs=2), _dataset())
     cost = clf.info_["checkpoints"]
     assert cost["writes"] == 2 and cost["seconds"] >= 0 and cost["bytes"] > 0
+
+
+def test_checkpoints_wait_for_the_interval_but_a_signal_always_writes_one(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTFIT_CHECKPOINT_SECONDS", "3600")  # longer than the run: no evaluation writes one
+    clf = train(tiny_config(output_dir=str(tmp_path / "model"), epochs=2), _dataset())
+    assert clf.info_["checkpoints"]["writes"] == 0
+
+    from bertfit import trainer
+
+    original = trainer._Loop._step
+
+    def step_then_sigint(self, indices):  # as a Ctrl-C during the third step
+        original(self, indices)
+        if self.step == 3:
+            self._signal = signal.SIGINT
+
+    monkeypatch.setattr(trainer._Loop, "_step", step_then_sigint)
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(output_dir=str(tmp_path / "again"), epochs=2), _dataset())
+    assert (checkpoint_dir(tmp_path / "again") / "latest.pt").is_file()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", 60.0), ("0", 0.0), (" 12.5 ", 12.5), ("-1", 0.0)])
+def test_checkpoint_interval_comes_from_the_environment(monkeypatch, value, expected):
+    from bertfit.trainer import checkpoint_seconds
+
+    monkeypatch.setenv("BERTFIT_CHECKPOINT_SECONDS", value)
+    assert checkpoint_seconds() == expected
+
+
+def test_a_bad_checkpoint_interval_names_the_variable(monkeypatch):
+    from bertfit.trainer import checkpoint_seconds
+
+    monkeypatch.setenv("BERTFIT_CHECKPOINT_SECONDS", "often")
+    with pytest.raises(ConfigError, match="BERTFIT_CHECKPOINT_SECONDS='often' is not a number"):
+        checkpoint_seconds()

@@ -1,7 +1,8 @@
 """Checkpoints of a training run, so that a crash, a kill or a full disk never costs the training done.
 
-At every evaluation (and when SIGINT or SIGTERM stops a run) the whole training state is written beside the output
-directory, in ``.<output name>.checkpoint/``:
+At an evaluation once :func:`bertfit.trainer.checkpoint_seconds` of training passed since the last checkpoint (60 s;
+``$BERTFIT_CHECKPOINT_SECONDS=0``: every evaluation), and when SIGINT or SIGTERM stops a run, the whole training
+state is written beside the output directory, in ``.<output name>.checkpoint/``:
 
 - ``latest.pt``: the weights, the optimizer's and the learning-rate schedule's state, the row-sparse embedding
   optimizer's state, the random-number generators, the position in the epoch, the per-evaluation history, the

@@ -58,6 +58,7 @@ __all__ = [
     "freeze_token_embeddings",
     "format_history",
     "is_main_process",
+    "checkpoint_seconds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ _HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "accuracy", "macro_f1", "
 # Multi-label runs show micro-F1 where single-label runs show accuracy (subset accuracy is a harsh, low number).
 _MULTI_LABEL_HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "micro_f1", "macro_f1", "seconds")
 _ROW_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "mcc", "f1", "hamming_loss")
+CHECKPOINT_SECONDS = 60.0  # the default of checkpoint_seconds()
 BETAS, EPS = (0.9, 0.999), 1e-8  # AdamW, as torch and the Trainer default them
 
 
@@ -223,6 +225,24 @@ def epoch_metrics(
     return metrics
 
 
+def checkpoint_seconds() -> float:
+    """The least training time between two checkpoints: ``$BERTFIT_CHECKPOINT_SECONDS``, default 60 (0: one at every
+    evaluation).
+
+    Why not at every evaluation: a checkpoint holds the weights and both AdamW moments (364 MB for MiniLM, about a
+    second to write here), which on a run of a few seconds between evaluations is a large share of the run, while a
+    crash loses at most this many seconds of training. A stop by SIGINT or SIGTERM always writes one.
+    """
+    value = os.environ.get("BERTFIT_CHECKPOINT_SECONDS", "").strip()
+    try:
+        return max(0.0, float(value)) if value else CHECKPOINT_SECONDS
+    except ValueError:
+        raise ConfigError(
+            f"BERTFIT_CHECKPOINT_SECONDS={value!r} is not a number of seconds; set it to e.g. 60, or 0 for a "
+            "checkpoint at every evaluation"
+        ) from None
+
+
 def is_main_process() -> bool:
     """Whether this process writes outputs: rank 0 of a run started by torchrun or accelerate, or a lone process."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -269,6 +289,7 @@ class _Loop:
         self.elapsed = 0.0  # training seconds of the run before a resume
         self._best_saved: float | None = None  # the best value whose state the checkpoint holds
         self._signal: int | None = None
+        self._checkpoint_every = checkpoint_seconds()
 
     def run(self) -> TrainResult:
         self._announce()
@@ -489,9 +510,15 @@ class _Loop:
                 self.step / self.steps_per_epoch,
             )
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, always: bool = False) -> None:
+        # At an evaluation, once CHECKPOINT_SECONDS of training passed since the last checkpoint (or the start);
+        # ``always`` when a signal stops the run.
         if self.checkpointer is None or self.rank != 0:
             return
+        now = time.perf_counter()
+        if not always and now - self._last_checkpoint < self._checkpoint_every:
+            return
+        self._last_checkpoint = now
         value = self.monitor.best_row["_value"] if self.monitor.best_row else None
         best = None
         if self.monitor.best_state is not None and value != self._best_saved:
@@ -507,7 +534,7 @@ class _Loop:
     def _signals(self) -> Iterator[None]:
         # The first SIGINT or SIGTERM lets the current step finish, writes a checkpoint and stops; a second one
         # exits at once (the checkpoint files are written atomically, so none is left half-written).
-        self._started = time.perf_counter()
+        self._started = self._last_checkpoint = time.perf_counter()
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -539,7 +566,7 @@ class _Loop:
 
     def _stop_on_signal(self) -> None:
         signum = self._signal or signal.SIGTERM
-        self._checkpoint()
+        self._checkpoint(always=True)
         where = f"step {self.step} of {self.total} (epoch {self.step / self.steps_per_epoch:.2f})"
         if self.checkpointer is None:
             message = f"training was interrupted at {where}; nothing was saved (no output directory)"
