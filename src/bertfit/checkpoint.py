@@ -1,6 +1,6 @@
 """Checkpoints of a training run, so that a crash, a kill or a full disk never costs the training done.
 
-At an evaluation once :func:`bertfit.trainer.checkpoint_seconds` of training passed since the last checkpoint (60 s;
+At an evaluation once :func:`bertfit.trainer.checkpoint_seconds` passed since the last checkpoint or the start (60 s;
 ``$BERTFIT_CHECKPOINT_SECONDS=0``: every evaluation), and when SIGINT or SIGTERM stops a run, the whole training
 state is written beside the output directory, in ``.<output name>.checkpoint/``:
 

@@ -226,8 +226,8 @@ def epoch_metrics(
 
 
 def checkpoint_seconds() -> float:
-    """The least training time between two checkpoints: ``$BERTFIT_CHECKPOINT_SECONDS``, default 60 (0: one at every
-    evaluation).
+    """The least time between two checkpoints (or between the start of training and the first):
+    ``$BERTFIT_CHECKPOINT_SECONDS``, default 60 (0: one at every evaluation).
 
     Why not at every evaluation: a checkpoint holds the weights and both AdamW moments (364 MB for MiniLM, about a
     second to write here), which on a run of a few seconds between evaluations is a large share of the run, while a
@@ -511,7 +511,7 @@ class _Loop:
             )
 
     def _checkpoint(self, always: bool = False) -> None:
-        # At an evaluation, once CHECKPOINT_SECONDS of training passed since the last checkpoint (or the start);
+        # At an evaluation, once checkpoint_seconds() passed since the last checkpoint (or the start of training);
         # ``always`` when a signal stops the run.
         if self.checkpointer is None or self.rank != 0:
             return
