@@ -163,7 +163,8 @@ class TrainingRecord:
     threshold_tuning: ThresholdTuning | None = None
     baselines: dict[str, dict[str, Any]] | None = None  # name -> {"metrics": scalar metrics, "seconds"}
     # How prediction in the fast precision (bf16 where the hardware has it: predict's and serve's default) agrees with
-    # fp32 on the validation texts: {"precision", "texts", "label_agreement", "max_abs_prob_diff"}.
+    # fp32 on the validation texts: {"precision", "texts", "computed_texts" (those nearest the decision boundary, where
+    # the second precision was computed; see bertfit.pipeline), "label_agreement", "max_abs_prob_diff"}.
     precision_check: dict[str, Any] | None = None
     checkpoints: dict[str, Any] | None = None  # {"writes", "seconds", "bytes"}: what checkpointing cost the run
     calibration: Calibration | None = None  # the temperature fitted on validation, with ECE and NLL before and after

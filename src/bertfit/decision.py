@@ -107,6 +107,24 @@ class DecisionRule:
         pos = self.labels.index(self.positive_label)
         return np.where(probs[:, pos] >= self.threshold, pos, 1 - pos)
 
+    def margins(self, probs: np.ndarray) -> np.ndarray:
+        """Per row of ``probs``, the least change of its probabilities (the largest absolute change of any one of
+        them) that can change :meth:`decide`'s decision: the distance to the threshold (the nearest one, for a
+        multi-label model), or half the gap between the two most probable labels; shape ``(n_texts,)``.
+
+        >>> DecisionRule(("a", "b", "c")).margins(np.array([[0.6, 0.3, 0.1]])).round(3)
+        array([0.15])
+        """
+        probs = np.asarray(probs, dtype=np.float64)
+        if len(probs) == 0:
+            return np.zeros(0)
+        if self.multi_label:
+            return np.abs(probs - self.cuts()).min(axis=1)
+        if self._binary_threshold():
+            return np.abs(probs[:, self.labels.index(self.positive_label)] - self.threshold)
+        top = np.sort(probs, axis=1)[:, -2:]
+        return (top[:, 1] - top[:, 0]) / 2
+
     def names(self, decisions: np.ndarray) -> list[str] | list[list[str]]:
         """The label names of :meth:`decide`'s output: a name per row, or (multi-label) a list of names per row.
 

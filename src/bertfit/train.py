@@ -125,7 +125,7 @@ def summary(classifier: TextClassifier, output_dir: str | Path | None = None) ->
     if check:
         lines.append(
             f"  predict and serve default to {check['precision']}: it gives the fp32 decision on "
-            f"{check['label_agreement']:.2%} of these texts (largest probability difference "
+            f"{check['label_agreement']:.2%} of these texts ({_computed(check)}largest probability difference "
             f"{check['max_abs_prob_diff']:.2g}; --precision fp32 for exact probabilities)"
         )
     if record.baselines:
@@ -136,3 +136,11 @@ def summary(classifier: TextClassifier, output_dir: str | Path | None = None) ->
         lines.append(f"\nModel saved to {output_dir} (training took {record.train_seconds:.0f} s)")
         lines.append(f"Report: {Path(output_dir) / REPORT_FILE} (open it in a browser)")
     return "\n".join(lines)
+
+
+def _computed(check: dict) -> str:
+    # Which texts the check computed in both precisions (older model directories did not record it: all).
+    computed = check.get("computed_texts", check["texts"])
+    if computed >= check["texts"]:
+        return ""
+    return f"both precisions computed for the {computed:,} nearest the decision boundary, where decisions change; "
