@@ -11,6 +11,7 @@ DistilBERT tutorial's recipe, on the same model.
 88.1% is the tutorial's own best result (DistilBERT, 4 epochs of about 11 minutes each).
 
     .venv/bin/python benchmarks/time_to_accuracy.py [--target 0.881] [--reference-budget 900] [--output-dir DIR]
+        [--skip-reference] [--seed N]
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ def main() -> None:
     parser.add_argument("--reference-budget", type=float, default=900, help="seconds for the tutorial recipe")
     parser.add_argument("--output-dir", default=None, help="keep bertfit's model here (predict_speed.py uses it)")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--seed", type=int, default=None, help="bertfit's seed (default: TrainConfig's, 42)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     model = str(default_model_path())
     print(f"{platform.node()} | torch {torch.__version__} | {torch.get_num_threads()} threads | target {args.target}")
-    rows = [_bertfit(model, args.target, args.output_dir)]
+    rows = [_bertfit(model, args.target, args.output_dir, args.seed)]
     if not args.skip_reference:
         rows.append(_tutorial(model, args.target, args.reference_budget))
     print(f"\n{'way':<34}{'to target':>11}{'at epoch':>10}{'best acc':>10}{'s / epoch':>11}{'run s':>9}")
@@ -57,9 +59,10 @@ def main() -> None:
         print(f"\nbertfit reaches {args.target:.1%} {rows[1]['to_target'] / rows[0]['to_target']:.1f}x sooner")
 
 
-def _bertfit(model: str, target: float, output_dir: str | None) -> dict:
+def _bertfit(model: str, target: float, output_dir: str | None, seed: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as cache:
-        config = TrainConfig(cache_dir=cache, output_dir=output_dir, overwrite=True, baselines=False)
+        seeded = {} if seed is None else {"seed": seed}
+        config = TrainConfig(cache_dir=cache, output_dir=output_dir, overwrite=True, baselines=False, **seeded)
         start = time.perf_counter()
         clf = train(config, DATASETS / "train.csv", DATASETS / "validation.csv")
         seconds = time.perf_counter() - start
