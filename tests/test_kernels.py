@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from conftest import sentiment_rows
 from torch import nn
 
-from bertfit import kernels
+from bertfit import kernels, train
+from bertfit.data import TextDataset
 from bertfit.kernels import Dropout, attention, cpu_training_kernels, dropout
 
 
@@ -172,3 +176,13 @@ def test_other_devices_are_left_alone(tiny_model_dir):
     with cpu_training_kernels(model, "cuda"):
         assert not any(type(m) is Dropout for m in model.modules())
         assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_through_the_swapped_kernels(tiny_config):
+    # --torch-compile traces the model with the kernels swapped in (about 20 s of compiling: marked slow).
+    rows = sentiment_rows(40)
+    clf = train(tiny_config(epochs=1, torch_compile=True), TextDataset([t for t, _ in rows], [lab for _, lab in rows]))
+    assert all(math.isfinite(row["train_loss"]) for row in clf.info_["history"])
+    assert not any(type(m) is Dropout for m in clf.model_.modules())
+    assert clf.model_.config._attn_implementation == "sdpa"
