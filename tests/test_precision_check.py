@@ -22,15 +22,18 @@ def test_margins_are_the_least_change_that_flips_a_decision():
     assert np.allclose(multi.margins(np.array([[0.9, 0.25], [0.45, 0.9]])), [0.05, 0.05])
 
 
-def _check(monkeypatch, known: np.ndarray, shift, n_round: int = 10):
-    # Texts "t<i>" whose known (training precision) probabilities are ``known``; the other precision moves
-    # P(class 1) of text i by shift(i). Returns the check and the texts computed.
+def _check(monkeypatch, known: np.ndarray, shift, n_round: int = 10, trained: str = "bf16"):
+    # Texts "t<i>" whose probabilities at the training precision are ``known``; fp32 moves P(class 1) of text i by
+    # shift(i), and any other precision gives ``known``. Returns the check and the texts computed in fp32.
     computed: list[str] = []
+    precisions: list[str] = []
 
     def fake_logits(model, tokenizer, texts, windowing, precision, batch_size):
-        assert precision.name == "fp32"
-        computed.extend(texts)
-        p1 = np.array([known[int(t[1:]), 1] + shift(int(t[1:])) for t in texts])
+        precisions.append(precision.name)
+        moved = precision.name == "fp32"
+        if moved:
+            computed.extend(texts)
+        p1 = np.array([known[int(t[1:]), 1] + (shift(int(t[1:])) if moved else 0.0) for t in texts])
         return np.log(np.stack([1 - p1, p1], axis=1))  # softmax of log-probabilities: the probabilities
 
     monkeypatch.setattr(pipeline, "torch_logits", fake_logits)
@@ -41,7 +44,9 @@ def _check(monkeypatch, known: np.ndarray, shift, n_round: int = 10):
     validation = SimpleNamespace(decision=rule, probs=known, lexical=None)
     config = SimpleNamespace(eval_batch_size=8)
     texts = [f"t{i}" for i in range(len(known))]
-    return pipeline._precision_check(fitted, config, validation, texts, Precision("bf16", "cpu")), computed
+    check = pipeline._precision_check(fitted, config, validation, texts, Precision(trained, "cpu"))
+    assert "bf16" not in precisions if trained == "bf16" else "bf16" in precisions  # auto is bf16 here
+    return check, computed
 
 
 def _probs(p1: np.ndarray) -> np.ndarray:
@@ -73,3 +78,13 @@ def test_large_differences_extend_the_check_to_every_text(monkeypatch):
     rule = DecisionRule(("neg", "pos"))
     same = rule.decide(_probs(known[:, 1] + shift)) == rule.decide(known)
     assert 0 < (~same).sum() < 40 and check["label_agreement"] == pytest.approx(same.mean())
+
+
+def test_a_run_in_a_third_precision_is_compared_with_fp32_on_every_text(monkeypatch):
+    # Trained in fp16 where auto is bf16 (an older GPU's choice forced on a newer one): the evaluation's
+    # probabilities are neither side, so fp32 is computed for every text and bf16 near the boundary.
+    known = _probs(np.r_[0.499, np.full(49, 0.9)])
+    check, computed = _check(monkeypatch, known, lambda i: 0.002, trained="fp16")
+    assert len(computed) == 50  # fp32: all of them
+    # bf16 gives the fp16 probabilities here, fp32 moves 0.499 across the boundary: one decision differs.
+    assert check["label_agreement"] == pytest.approx(1 - 1 / 50)

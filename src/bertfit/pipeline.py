@@ -468,32 +468,37 @@ def _validate(fitted: Fitted, config: TrainConfig, precision: Precision, feature
 
 def _precision_check(fitted: Fitted, config, validation: Validation, texts: list[str], trained: Precision):
     # How often predict's and serve's default precision (auto) takes the fp32 decision, on (at most
-    # PRECISION_CHECK_TEXTS of) the validation texts. The evaluation gave the probabilities in one of the two; the
-    # other is computed only where it can change a decision: in rounds of PRECISION_CHECK_ROUND texts, nearest the
-    # decision boundary first (DecisionRule.margins), until the nearest text not computed is farther from it than
-    # PRECISION_CHECK_FACTOR times the largest probability difference seen. Far from the boundary a text keeps its
-    # decision unless its probabilities move by more than that, and they move less there (a softmax or sigmoid is
-    # flattest far from the boundary).
+    # PRECISION_CHECK_TEXTS of) the validation texts. The evaluation gave the probabilities in one of the two (else
+    # fp32 is computed for every text); the other is computed only where it can change a decision: in rounds of
+    # PRECISION_CHECK_ROUND texts, nearest the decision boundary first (DecisionRule.margins), until the nearest text
+    # not computed is farther from it than PRECISION_CHECK_FACTOR times the largest probability difference seen. Far
+    # from the boundary a text keeps its decision unless its probabilities move by more than that, and they move less
+    # there (a softmax or sigmoid is flattest far from the boundary).
     fast = resolve_precision("auto", trained.device)
     if fast.name == "fp32":
         return None
     n = min(len(texts), PRECISION_CHECK_TEXTS)
     card, rule, texts = fitted.card, validation.decision, texts[:n]
-    known = validation.probs[:n]  # at the training precision
-    other = Precision("fp32", trained.device) if trained.name == fast.name else fast
+    exact = Precision("fp32", trained.device)
 
-    def computed(index: np.ndarray) -> np.ndarray:
+    def computed(precision: Precision, index: np.ndarray) -> np.ndarray:
         chosen = [texts[i] for i in index]
-        logits = torch_logits(fitted.model, fitted.tokenizer, chosen, card.windowing, other, config.eval_batch_size)
+        model, tokenizer = fitted.model, fitted.tokenizer
+        logits = torch_logits(model, tokenizer, chosen, card.windowing, precision, config.eval_batch_size)
         probs = rule.probabilities(logits)
         return probs if validation.lexical is None else validation.lexical.fuse(probs, chosen)
 
+    # known: one side for every text (the evaluation's, when it ran in fast or fp32); other: the side computed.
+    if trained.name in (fast.name, exact.name):
+        known, other = validation.probs[:n], exact if trained.name == fast.name else fast
+    else:  # trained in a third precision (fp16 where auto is bf16): the fp32 side is a pass of its own
+        known, other = computed(exact, np.arange(n)), fast
     margins = rule.margins(known)
     order = np.argsort(margins, kind="stable")
     done, changed, largest = 0, 0, 0.0
     while done < n:
         index = order[done : done + PRECISION_CHECK_ROUND]
-        probs = computed(index)
+        probs = computed(other, index)
         same = rule.decide(probs) == rule.decide(known[index])
         changed += int((~(same.all(axis=1) if same.ndim == 2 else same)).sum())
         largest = max(largest, float(np.abs(probs - known[index]).max()))
