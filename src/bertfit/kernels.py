@@ -92,7 +92,6 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
         and getattr(module, "num_key_value_groups", 1) == 1
         and kwargs.get("position_bias") is None
         and kwargs.get("softcap") is None
-        and key.shape[-2] == value.shape[-2]
     )
     if not plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)

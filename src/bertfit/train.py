@@ -143,4 +143,4 @@ def _computed(check: dict) -> str:
     computed = check.get("computed_texts", check["texts"])
     if computed >= check["texts"]:
         return ""
-    return f"both precisions computed for the {computed:,} nearest the decision boundary, where decisions change; "
+    return f"compared for the {computed:,} nearest the decision boundary, where a decision can change; "
