@@ -73,3 +73,33 @@ def test_only_the_touched_rows_are_written_until_a_flush():
     table.restore()
     assert isinstance(model.get_input_embeddings(), torch.nn.Embedding)
     assert model.embeddings.weight.requires_grad and model.embeddings.weight is table.weight
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])  # clipping every step, and never
+def test_clipping_inside_the_fused_step_equals_clip_grad_norm(max_norm):
+    # The trainer's _clip hands the clipping to fused AdamW's grad_scale when no loss scaler runs; scaling=True (a
+    # loss scaler) takes clip_grad_norm_. Both give the same norms and the same weights, the lazy table's included.
+    from bertfit.trainer import _clip
+
+    torch.manual_seed(0)
+    start = _Model().state_dict()
+    runs = []
+    for scaling in (True, False):
+        model = _Model()
+        model.load_state_dict(start)
+        table = LazyEmbedding(model, weight_decay=0.01)
+        optimizer = torch.optim.AdamW(model.head.parameters(), lr=1e-2, weight_decay=0.01, fused=True)
+        norms = []
+        for ids in _batches(20, 50):
+            (model(ids) * 50).backward()
+            norms.append(float(_clip(optimizer, table, max_norm, scaling)))
+            optimizer.step()
+            table.step(1e-2)
+            optimizer.zero_grad(set_to_none=True)
+        table.flush()
+        runs.append((model, table, norms))
+    (plain, plain_table, plain_norms), (fused, fused_table, fused_norms) = runs
+    assert fused_norms == pytest.approx(plain_norms, rel=1e-6)
+    torch.testing.assert_close(fused.head.weight, plain.head.weight, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(fused_table.weight, plain_table.weight, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(fused.head.weight, start["head.weight"])

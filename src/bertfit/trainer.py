@@ -355,7 +355,7 @@ class _Loop:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         if self.config.max_grad_norm > 0:
-            self.grad_norm = _clip(self.optimizer, self.lazy, self.config.max_grad_norm)
+            self.grad_norm = _clip(self.optimizer, self.lazy, self.config.max_grad_norm, self.scaler.is_enabled())
         lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -698,12 +698,22 @@ def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _clip(optimizer, lazy: LazyEmbedding | None, max_norm: float) -> torch.Tensor:
-    # The gradient norm over every trained weight (the lazy table's touched rows too), scaled down to max_norm.
+def _clip(optimizer, lazy: LazyEmbedding | None, max_norm: float, scaling: bool) -> torch.Tensor:
+    # The gradient norm over every trained weight (the lazy table's touched rows too), scaled down to max_norm, as
+    # clip_grad_norm_ scales it. Where the fused AdamW step runs without a loss scaler (every CPU run, bf16 and fp32
+    # GPU runs), it divides the gradients by `grad_scale` as it reads them (torch's hook for AMP's unscaling), which
+    # saves a pass that reads and writes every gradient (3 ms of a 120 ms MiniLM step on a 2-core CPU).
     tensors = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if lazy is not None and lazy.rows is not None:
-        tensors.append(lazy.rows)
-    return torch.nn.utils.clip_grad_norm_(tensors, max_norm, foreach=True)
+    lazy_rows = lazy is not None and lazy.rows is not None and lazy.rows.grad is not None
+    if scaling or not optimizer.defaults.get("fused"):
+        return torch.nn.utils.clip_grad_norm_(tensors + ([lazy.rows] if lazy_rows else []), max_norm, foreach=True)
+    grads = [p.grad for p in tensors] + ([lazy.rows.grad] if lazy_rows else [])
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    coefficient = torch.clamp(max_norm / (norm + 1e-6), max=1.0)  # clip_grad_norm_'s
+    optimizer.grad_scale = 1.0 / coefficient
+    if lazy_rows:
+        lazy.rows.grad.mul_(coefficient)
+    return norm
 
 
 def _lazy_embedding(model, config: TrainConfig, precision: Precision, world: int) -> LazyEmbedding | None:
