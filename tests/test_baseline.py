@@ -99,3 +99,37 @@ def test_cli_bad_file_exits_3(tmp_path, tiny_model_dir):
     result = CliRunner().invoke(app, ["baseline", "--data", str(bad), "--model", str(tiny_model_dir)])
     assert result.exit_code == 3
     assert "DataError:" in result.output
+
+
+@pytest.mark.parametrize("auto", ["bf16", "fp32"])
+def test_frozen_embeddings_run_a_bf16_copy_where_auto_is_bf16(tiny_model_dir, monkeypatch, auto):
+    import numpy as np
+    import torch
+
+    from bertfit import baseline
+    from bertfit.backbone import load_sequence_classifier, load_tokenizer
+    from bertfit.hardware import Precision
+    from bertfit.inference import torch_embeddings
+
+    model = load_sequence_classifier(str(tiny_model_dir), num_labels=2).train()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    texts = [text for text, _ in sentiment_rows(30)]
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    calls = []
+
+    def recording(encoder, *args, autocast=True, **kwargs):
+        calls.append((next(encoder.parameters()).dtype, autocast))
+        return torch_embeddings(encoder, *args, autocast=autocast, **kwargs)
+
+    monkeypatch.setattr(baseline, "torch_embeddings", recording)
+    monkeypatch.setattr(baseline, "resolve_precision", lambda requested: Precision(auto, "cpu"))  # either CPU
+    train, validation, _ = baseline.frozen_embeddings(model, tokenizer, texts, texts[:5], 16, 8)
+    assert calls == ([(torch.bfloat16, False)] * 2 if auto == "bf16" else [(torch.float32, True)] * 2)
+    for name, tensor in model.state_dict().items():  # the model itself is untouched, and back in training mode
+        assert tensor.dtype == before[name].dtype and torch.equal(tensor, before[name]), name
+    assert model.training
+    exact = torch_embeddings(model.base_model.eval(), tokenizer, texts, 16, Precision("fp32", "cpu"), 8)
+    assert train.dtype == np.float32 and train.shape == exact.shape
+    scale = np.abs(exact).max()
+    assert np.abs(train - exact).max() < 0.03 * scale  # bf16 keeps about 3 significant digits
+    assert np.array_equal(validation, train[:5]) or np.abs(validation - train[:5]).max() < 0.03 * scale

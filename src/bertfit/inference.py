@@ -29,18 +29,29 @@ def torch_logits(
 
 
 def torch_embeddings(
-    encoder, tokenizer, texts: list[str], max_length: int, precision: Precision, batch_size: int
+    encoder,
+    tokenizer,
+    texts: list[str],
+    max_length: int,
+    precision: Precision,
+    batch_size: int,
+    *,
+    autocast: bool = True,
 ) -> np.ndarray:
-    """Mean-pooled last hidden states of an encoder (texts truncated to ``max_length``), ``(n_texts, hidden)``."""
+    """Mean-pooled last hidden states of an encoder (texts truncated to ``max_length``), ``(n_texts, hidden)``,
+    under ``precision``'s autocast, or in the encoder's own dtype with ``autocast=False`` (a bf16 copy of it); the
+    mean is taken in fp32 either way."""
+    import contextlib
+
     import torch
 
     def forward(batch) -> np.ndarray:
         batch = {k: v.to(precision.device) for k, v in batch.items()}
-        hidden = encoder(**batch).last_hidden_state  # (batch, seq, hidden)
+        hidden = encoder(**batch).last_hidden_state.float()  # (batch, seq, hidden)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # mean over real tokens
-        return pooled.float().cpu().numpy()
+        return pooled.cpu().numpy()
 
     width = encoder.config.hidden_size
-    with torch.inference_mode(), precision.autocast():
+    with torch.inference_mode(), precision.autocast() if autocast else contextlib.nullcontext():
         return predict_texts(tokenizer, texts, forward, Windowing(max_length), width, batch_size, tensors="pt")
