@@ -12,7 +12,8 @@ sees it, and the benchmark's own bookkeeping (sampling the slice, counting its t
   has it natively (AVX512-BF16/AMX), else fp32: the precision bertfit's ``auto`` picks on the same machine;
 - stock best + fused AdamW: the same with ``optim="adamw_torch_fused"`` (the optimizer switch alone);
 - bertfit: ``bertfit train`` with its defaults for everything else (fused AdamW, the row-sparse embedding update,
-  its own loop); then without the row-sparse update, and with ``--torch-compile`` when asked.
+  its own loop, its own BERT without importing transformers); then without the row-sparse update, on transformers'
+  BERT (``--no-native``), and with ``--torch-compile`` when asked.
 
 Training time excludes evaluation. MFU is the model FLOP/s (6 x non-embedding parameters x real tokens, plus
 attention 12 x layers x hidden x length^2 per text) over the matrix-product ceiling measured at the start of the run,
@@ -46,6 +47,7 @@ ROWS = {  # name: (description, seeds: "all" or 1)
     "stock_fused": ("stock best + fused AdamW", 1),
     "bertfit": ("bertfit (defaults)", "all"),
     "bertfit_dense": ("bertfit --no-lazy-embeddings", 1),
+    "bertfit_transformers": ("bertfit --no-native", 1),
     "bertfit_compile": ("bertfit --torch-compile", 1),
 }
 
@@ -232,7 +234,8 @@ def _bertfit_way(args) -> dict:
     command += ["--model", args.model, "--output-dir", str(work / "model"), "--epochs", str(args.epochs)]
     command += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--max-length", str(MAX_LENGTH)]
     command += ["--seed", str(args.seed), "--cache-dir", "none", "--quiet"]
-    command += {"bertfit_dense": ["--no-lazy-embeddings"], "bertfit_compile": ["--torch-compile"]}.get(args.child, [])
+    options = {"bertfit_dense": ["--no-lazy-embeddings"], "bertfit_compile": ["--torch-compile"]}
+    command += {**options, "bertfit_transformers": ["--no-native"]}.get(args.child, [])
     try:
         app(command)
     except SystemExit as exit:

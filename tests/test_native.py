@@ -125,3 +125,131 @@ def test_a_model_bertfit_did_not_train_loads_with_transformers(tiny_model_dir, t
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(plain)
     clf = TextClassifier.from_pretrained(plain)
     assert clf._native is None and clf.predict_proba(["the film"]).shape == (1, 3)
+
+
+# -- training on bertfit's own BERT --------------------------------------------------------------------------------
+
+
+def _no_dropout(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model.train()
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_training_mode_loss_and_gradients_equal_transformers(tiny_model_dir, multi_label):
+    from bertfit.native import load_trainable
+
+    labels = ["a", "b", "c"]
+    model, tokenizer = load_trainable(tiny_model_dir, labels, multi_label)
+    problem = {"problem_type": "multi_label_classification"} if multi_label else {}
+    reference = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3, **problem)
+    reference.load_state_dict(model.state_dict())  # the same head
+    reference.config.attention_probs_dropout_prob = 0.0
+    batch = tokenizer.pad(tokenizer(TEXTS[:12], truncation=True, max_length=64))  # padded: the mask matters
+    targets = torch.tensor([[1.0, 0.0, 1.0]] * 12) if multi_label else torch.arange(12) % 3
+    outputs = []
+    for m in (_no_dropout(model), _no_dropout(reference)):
+        out = m(**batch, labels=targets)
+        out.loss.backward()
+        outputs.append((out.loss.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+    (loss, grads), (expected_loss, expected_grads) = outputs
+    torch.testing.assert_close(loss, expected_loss, atol=1e-6, rtol=1e-6)
+    assert set(grads) == set(expected_grads) and len(grads) == len(list(model.parameters()))
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert not grads["bert.embeddings.word_embeddings.weight"][tokenizer.pad_token_id].any()  # no update of [PAD]
+
+
+def test_dropout_in_training_mode_only_and_through_the_cpu_kernels(tiny_model_dir):
+    from bertfit.kernels import Dropout, cpu_training_kernels
+    from bertfit.native import load_trainable
+
+    model, tokenizer = load_trainable(tiny_model_dir, ["a", "b"])
+    batch = tokenizer.pad(tokenizer(TEXTS[:8], truncation=True, max_length=64))
+    with torch.no_grad():
+        evaluated = model.eval()(**batch).logits
+        torch.manual_seed(1)
+        trained = model.train()(**batch).logits
+        with cpu_training_kernels(model, "cpu"):
+            assert isinstance(model.bert.encoder.layer[0].attention.self.dropout, Dropout)
+            swapped = model(**batch).logits
+            model.eval()
+            swapped_eval = model(**batch).logits
+    assert type(model.bert.encoder.layer[0].attention.self.dropout) is torch.nn.Dropout  # put back
+    assert not torch.allclose(trained, evaluated) and not torch.allclose(swapped, evaluated)
+    torch.testing.assert_close(swapped_eval, evaluated)
+
+
+def test_load_trainable_reads_encoder_and_pretraining_checkpoints_and_initializes_the_head(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from transformers import BertForMaskedLM
+
+    from bertfit.native import load_trainable
+
+    encoder = load_file(tiny_model_dir / "model.safetensors")  # BertModel: no "bert." prefix, a pooler
+    pretraining = shutil.copytree(tiny_model_dir, tmp_path / "mlm")
+    BertForMaskedLM.from_pretrained(tiny_model_dir).save_pretrained(pretraining)  # "bert." prefix, "cls." heads
+    for path in (tiny_model_dir, pretraining):
+        torch.manual_seed(0)
+        model, _ = load_trainable(path, ["a", "b", "c"])
+        state = model.state_dict()
+        torch.testing.assert_close(
+            state["bert.encoder.layer.0.attention.self.query.weight"],
+            encoder["encoder.layer.0.attention.self.query.weight"],
+        )
+        assert state["classifier.weight"].shape == (3, 32) and not state["classifier.bias"].any()
+        assert 0.005 < float(state["classifier.weight"].std()) < 0.04  # normal(0, initializer_range=0.02)
+        assert all(p.requires_grad for p in model.parameters())
+    unknown = shutil.copytree(tiny_model_dir, tmp_path / "unknown")
+    save_file({**encoder, "encoder.extra.weight": torch.zeros(2)}, unknown / "model.safetensors")
+    assert load_trainable(unknown, ["a", "b"]) is None  # transformers loads it, and says what it makes of it
+    half = shutil.copytree(tiny_model_dir, tmp_path / "half")
+    save_file({k: v.half() for k, v in encoder.items()}, half / "model.safetensors")
+    assert load_trainable(half, ["a", "b"]) is None
+
+
+def test_native_and_transformers_training_give_the_same_model(tiny_config, tmp_path):
+    # The same seed draws the same head and the same dropout masks: the two engines train to the same weights.
+    from safetensors.torch import load_file
+
+    from bertfit import train
+    from bertfit.data import TextDataset
+
+    rows = sentiment_rows(60)
+    data = TextDataset([t for t, _ in rows], [label for _, label in rows])
+    saved = []
+    for native in (True, False):
+        out = tmp_path / f"native-{native}"
+        train(tiny_config(native=native, epochs=2, baselines=False, output_dir=str(out)), data)
+        saved.append(load_file(out / "model.safetensors"))
+    assert set(saved[0]) == set(saved[1])
+    for name, tensor in saved[0].items():
+        torch.testing.assert_close(tensor, saved[1][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_bertfit_train_of_a_bert_imports_no_transformers(tiny_model_dir, sentiment_csv, tmp_path):
+    out = tmp_path / "model"
+    script = (
+        "import sys; from bertfit.cli import main; sys.argv = ['bertfit', 'train', '--data', "
+        f"{str(sentiment_csv)!r}, '--model', {str(tiny_model_dir)!r}, '--output-dir', {str(out)!r}, "
+        "'--epochs', '1', '--quiet']\ntry:\n    main()\nexcept SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "print(sorted(m for m in sys.modules if m.startswith('transformers')))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "[]"
+    reference = AutoModelForSequenceClassification.from_pretrained(out).eval()  # a directory transformers reads
+    assert reference.config.id2label == {0: "neg", 1: "pos"}
+    assert AutoTokenizer.from_pretrained(out)("good")["input_ids"][0] == 2  # [CLS]
+
+
+def test_a_model_fitted_in_memory_converts_to_transformers_on_first_use(tiny_config):
+    rows = sentiment_rows(60)
+    clf = TextClassifier(config=tiny_config())
+    clf.fit([t for t, _ in rows], [label for _, label in rows])
+    assert isinstance(clf._native[0], BertClassifier) and clf._native[2] is None
+    before = clf.predict_proba(TEXTS)
+    assert clf.model_.config.architectures == ["BertForSequenceClassification"]
+    np.testing.assert_allclose(clf.predict_proba(TEXTS), before, atol=1e-6)

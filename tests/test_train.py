@@ -242,11 +242,10 @@ def test_balanced_class_weights_train_end_to_end(tiny_config, caplog):
 
 
 def test_nan_loss_stops_training_and_keeps_the_best_state(tiny_config, tmp_path, monkeypatch):
-    from transformers.models.bert import modeling_bert
-
     from bertfit import TextClassifier, TrainingError
+    from bertfit.native import BertClassifier  # the model bertfit trains for a BERT
 
-    original = modeling_bert.BertForSequenceClassification.forward
+    original = BertClassifier.forward
     calls = {"train": 0}
 
     @functools.wraps(original)  # the Trainer reads the signature to find the labels argument
@@ -255,10 +254,10 @@ def test_nan_loss_stops_training_and_keeps_the_best_state(tiny_config, tmp_path,
         if self.training:
             calls["train"] += 1
             if calls["train"] > 20:
-                outputs.loss = outputs.loss * float("nan")
+                outputs = outputs._replace(loss=outputs.loss * float("nan"))
         return outputs
 
-    monkeypatch.setattr(modeling_bert.BertForSequenceClassification, "forward", forward)
+    monkeypatch.setattr(BertClassifier, "forward", forward)
     out = tmp_path / "model"
     with pytest.raises(
         TrainingError,

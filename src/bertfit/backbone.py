@@ -12,6 +12,7 @@ import functools
 import hashlib
 import importlib.metadata
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,11 @@ def resolve_model(model_name_or_path: str | None) -> str:
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load reports (e.g. the expected 'classifier weights newly initialized')."""
+    """Silence transformers' load reports (e.g. the expected 'classifier weights newly initialized'); nothing to
+    silence, and nothing imported, where transformers has not been imported (a run on :mod:`bertfit.native`)."""
+    if "transformers" not in sys.modules:
+        yield
+        return
     from transformers.utils import logging as hf_logging
 
     level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()

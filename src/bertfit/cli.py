@@ -340,6 +340,7 @@ def train(
         "lazy_embeddings"
     ],
     torch_compile: Annotated[bool, _option("torch_compile", "--torch-compile")] = False,
+    native: Annotated[bool, _option("native", "--native/--no-native")] = _DEFAULT["native"],
     baselines: Annotated[bool, _option("baselines", "--baselines/--no-baselines")] = _DEFAULT["baselines"],
     track: Annotated[str | None, _option("track", "--track")] = None,
     tracking_uri: Annotated[str | None, _option("tracking_uri", "--tracking-uri")] = None,

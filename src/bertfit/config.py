@@ -237,6 +237,14 @@ class TrainConfig:
             "--no-lazy-embeddings updates the whole table every step."
         },
     )
+    native: bool = field(
+        default=True,
+        metadata={
+            "help": "Train a plain BERT (the default model among them) as bertfit's own PyTorch BERT, with the math "
+            "of transformers' BertForSequenceClassification (the same loss and gradients) but without importing "
+            "transformers (about 3 s of a run). Other models, and --no-native, train transformers' model."
+        },
+    )
     lexical: str = field(
         default="auto",
         metadata={

@@ -26,8 +26,17 @@ class FastTokenizer:
 
     is_fast = True
 
-    def __init__(self, backend, *, pad_token_id: int, model_max_length: int, truncation_side: str = "right") -> None:
+    def __init__(
+        self,
+        backend,
+        *,
+        pad_token_id: int,
+        model_max_length: int,
+        truncation_side: str = "right",
+        config: dict[str, Any] | None = None,
+    ) -> None:
         self.backend_tokenizer = backend
+        self.config = dict(config or {})  # tokenizer_config.json as read
         self.pad_token_id = pad_token_id
         self.pad_token_type_id = 0
         self.model_max_length = model_max_length
@@ -64,6 +73,22 @@ class FastTokenizer:
         if return_overflowing_tokens:
             columns["overflow_to_sample_mapping"] = mapping
         return columns
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write ``tokenizer.json`` (without the truncation a call left set) and ``tokenizer_config.json``: the
+        files transformers' fast tokenizer reads back as this one."""
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        backend = Tokenizer.from_str(self.backend_tokenizer.to_str())
+        backend.no_truncation()
+        backend.no_padding()
+        backend.save(str(path / "tokenizer.json"))
+        config = {**self.config, "model_max_length": self.model_max_length, "padding_side": "right"}
+        config |= {"truncation_side": self.truncation_side, "tokenizer_class": "BertTokenizer"}
+        text = json.dumps(dict(sorted(config.items())), indent=2, ensure_ascii=False) + "\n"
+        (path / "tokenizer_config.json").write_text(text, encoding="utf-8")
 
     def pad(self, columns: dict[str, list[list[int]]], return_tensors: str = "pt") -> dict[str, Any]:
         """Right-pad each column to the longest row: ``pad_token_id`` for ids, 0 for the mask and token types."""
@@ -121,4 +146,7 @@ def load_fast_tokenizer(path: str | Path) -> FastTokenizer | None:
     if pad_id is None or not isinstance(limit, int | float) or limit <= 0:
         return None
     side = tokenizer_config.get("truncation_side", "right")
-    return FastTokenizer(backend, pad_token_id=pad_id, model_max_length=int(min(limit, 1e9)), truncation_side=side)
+    limit = int(min(limit, 1e9))
+    return FastTokenizer(
+        backend, pad_token_id=pad_id, model_max_length=limit, truncation_side=side, config=tokenizer_config
+    )

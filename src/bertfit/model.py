@@ -13,7 +13,9 @@ tokenizer files) that ``transformers.pipeline("text-classification", model=DIR)`
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,6 +93,11 @@ class TextClassifier(Predictor):
 
     def _set_state(self, model, tokenizer, card: ModelCard, metrics, records, lexical=None, source=None) -> None:
         self.precision_ = resolve_precision(self.precision, self.device or default_device())  # once, at load
+        if model is not None:
+            from .native import BertClassifier
+
+            if isinstance(model, BertClassifier):  # trained natively: it predicts so, with no directory yet
+                model, tokenizer, source = None, None, (model, tokenizer, None)
         self._model = None if model is None else model.eval().to(self.precision_.device)
         self._tokenizer = tokenizer
         # (model, tokenizer, directory) of bertfit.native: what predicts until the transformers model is asked for.
@@ -117,9 +124,14 @@ class TextClassifier(Predictor):
         self._check_fitted()
         with _LOADING:
             if self._model is None:
-                path = self._native[2]
-                self._model = load_sequence_classifier(path).eval().to(self.precision_.device)
-                self._tokenizer = load_tokenizer(path)
+                model, tokenizer, path = self._native
+                with contextlib.ExitStack() as stack:
+                    if path is None:  # a model trained natively and not saved: through a temporary directory
+                        path = stack.enter_context(tempfile.TemporaryDirectory(prefix="bertfit-"))
+                        model.save_pretrained(path)
+                        tokenizer.save_pretrained(path)
+                    self._model = load_sequence_classifier(path).eval().to(self.precision_.device)
+                    self._tokenizer = load_tokenizer(path)
                 self._native = None  # one engine from here on (their outputs are the same)
 
     def _check_fitted(self) -> None:

@@ -1,5 +1,6 @@
-"""Prediction without transformers: a BERT sequence classifier in plain PyTorch, and its tokenizer on the Rust
-``tokenizers`` library alone (:mod:`bertfit.fast_tokenizer`), for the model directories that ``bertfit train`` writes.
+"""Training and prediction without transformers: a BERT sequence classifier in plain PyTorch, and its tokenizer on the
+Rust ``tokenizers`` library alone (:mod:`bertfit.fast_tokenizer`), for plain BERT encoders and the model directories
+that ``bertfit train`` writes.
 
 Importing transformers' model and tokenizer classes costs more than torch itself (4.2 s of a 9.4 s ``bertfit
 predict`` of one text on a 2-core CPU: its modeling utilities pull in torch.distributed, scipy.optimize and the
@@ -8,16 +9,24 @@ classifier (``config.json``, ``model.safetensors``, ``tokenizer.json``) into a :
 :class:`~bertfit.fast_tokenizer.FastTokenizer`, which behave as transformers' ``BertForSequenceClassification`` (in
 eval mode) and fast tokenizer do where :mod:`bertfit.features` and :mod:`bertfit.inference` use them. Anything it
 does not reproduce exactly (another architecture, an option of BERT it does not implement, a weight it does not
-expect) makes it return None, and the caller loads the model with transformers. Training, explanation and export
-always use transformers.
+expect) makes it return None, and the caller loads the model with transformers.
 
-The tests hold both to transformers: the same token ids, windows and padding, logits within 1e-5 in fp32.
+:func:`load_trainable` does the same for training: a plain BERT encoder (a ``BertModel`` checkpoint such as the
+embedded MiniLM, or a BERT classifier) becomes a :class:`BertClassifier` with dropout in training mode, the loss of
+transformers' ``BertForSequenceClassification`` and its head initialized as transformers initializes it, so that
+``bertfit train`` imports no transformers (3.7 s of imports on a 2-core CPU, about 3 s more than the whole
+``BertClassifier``). :meth:`BertClassifier.save_pretrained` writes the directory transformers writes (``config.json``,
+``model.safetensors``; the tokenizer's files from :class:`~bertfit.fast_tokenizer.FastTokenizer`), which loads in
+plain transformers. Explanation and export load transformers' model (:class:`bertfit.TextClassifier` converts).
+
+The tests hold both to transformers: the same token ids, windows and padding, logits within 1e-5 in fp32, and in
+training mode without dropout the same loss and gradients.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,7 +36,7 @@ from torch.nn import functional as F
 
 from .fast_tokenizer import load_fast_tokenizer
 
-__all__ = ["load_native", "BertClassifier", "NativeConfig"]
+__all__ = ["load_native", "load_trainable", "BertClassifier", "NativeConfig"]
 
 _ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "relu": None}
 # config.json fields that change the eval-mode forward of BERT: any value but these leaves the model to transformers.
@@ -40,6 +49,9 @@ _PLAIN_BERT = {
     "output_attentions": (None, False),
 }
 _IGNORED_WEIGHTS = ("bert.embeddings.position_ids",)  # a buffer older checkpoints saved
+# Checkpoints of BERT's pre-training heads (BertForMaskedLM, BertForPreTraining) carry weights a classifier drops.
+_PRETRAINING_HEADS = ("cls.",)
+_MULTI_LABEL = "multi_label_classification"  # transformers' problem_type for sigmoid + binary cross-entropy
 
 
 @dataclass(frozen=True)
@@ -56,11 +68,25 @@ class NativeConfig:
     layer_norm_eps: float
     hidden_act: str
     num_labels: int
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    classifier_dropout: float | None = None
+    initializer_range: float = 0.02
+    pad_token_id: int | None = 0
+    problem_type: str | None = None
+    source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # config.json as read
+    model_type = "bert"  # what bertfit.backbone.model_max_length asks of a config
 
     @classmethod
-    def from_json(cls, config: dict[str, Any]) -> NativeConfig | None:
-        """The config of a plain BERT sequence classifier, else None."""
-        if config.get("model_type") != "bert" or config.get("architectures") != ["BertForSequenceClassification"]:
+    def from_json(cls, config: dict[str, Any], *, classifier: bool = True) -> NativeConfig | None:
+        """The config of a plain BERT sequence classifier, else None; with ``classifier`` False, of any plain BERT
+        checkpoint (an encoder, a pre-training model), to which a caller gives labels (``id2label``)."""
+        architectures = config.get("architectures")
+        if config.get("model_type") != "bert":
+            return None
+        if classifier and architectures != ["BertForSequenceClassification"]:
+            return None
+        if not classifier and not (architectures is None or all(str(a).startswith("Bert") for a in architectures)):
             return None
         if config.get("hidden_act") not in _ACTIVATIONS:
             return None
@@ -77,14 +103,47 @@ class NativeConfig:
                 type_vocab_size=int(config.get("type_vocab_size", 2)),
                 layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
                 hidden_act=config["hidden_act"],
-                num_labels=len(config["id2label"]),
+                num_labels=len(config.get("id2label") or {0: 0, 1: 1}),
+                hidden_dropout_prob=float(config.get("hidden_dropout_prob", 0.1)),
+                attention_probs_dropout_prob=float(config.get("attention_probs_dropout_prob", 0.1)),
+                classifier_dropout=_optional_float(config.get("classifier_dropout")),
+                initializer_range=float(config.get("initializer_range", 0.02)),
+                pad_token_id=config.get("pad_token_id", 0),
+                problem_type=config.get("problem_type"),
+                source=config,
             )
         except (KeyError, TypeError, ValueError):
             return None
 
+    def to_json(self) -> dict[str, Any]:
+        """``config.json`` as transformers' ``save_pretrained`` writes it for this classifier: the checkpoint's
+        config with the classifier's architecture, labels and problem type."""
+        import importlib.metadata
+
+        labels = self.source.get("id2label") or {}
+        config = {k: v for k, v in self.source.items() if k not in ("_name_or_path", "torch_dtype")}
+        config |= {
+            "architectures": ["BertForSequenceClassification"],
+            "id2label": {str(i): labels.get(str(i), f"LABEL_{i}") for i in range(self.num_labels)},
+            "problem_type": self.problem_type or "single_label_classification",
+            "dtype": "float32",
+            "transformers_version": importlib.metadata.version("transformers"),
+        }
+        config["label2id"] = {label: int(i) for i, label in config["id2label"].items()}
+        return dict(sorted(config.items()))
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
 
 class _Output(NamedTuple):
     logits: Any
+    loss: Any = None
+
+
+class _Hidden(NamedTuple):
+    last_hidden_state: Any
 
 
 def _empty(*shape: int):
@@ -92,22 +151,17 @@ def _empty(*shape: int):
     return nn.Parameter(torch.empty(*shape), requires_grad=False)
 
 
-class _Linear(nn.Module):
+class _Linear(nn.Linear):  # an nn.Linear (bertfit.trainer.init_prior_bias looks for one) without its random init
     def __init__(self, n_in: int, n_out: int) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = n_in, n_out
         self.weight, self.bias = _empty(n_out, n_in), _empty(n_out)
 
-    def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
 
-
-class _Embedding(nn.Module):
-    def __init__(self, rows: int, width: int) -> None:
-        super().__init__()
-        self.weight = _empty(rows, width)
-
-    def forward(self, ids):
-        return F.embedding(ids, self.weight)
+def _embedding(rows: int, width: int, padding_idx: int | None = None) -> nn.Embedding:
+    # An nn.Embedding (the lazy AdamW update of bertfit.lazy_adam replaces one) without its random init. As in
+    # transformers' BERT, the padding row of the token table gets no gradient.
+    return nn.Embedding(rows, width, padding_idx=padding_idx, _weight=torch.empty(rows, width), _freeze=True)
 
 
 class _LayerNorm(nn.Module):
@@ -122,25 +176,28 @@ class _LayerNorm(nn.Module):
 class _Embeddings(nn.Module):
     def __init__(self, c: NativeConfig) -> None:
         super().__init__()
-        self.word_embeddings = _Embedding(c.vocab_size, c.hidden_size)
-        self.position_embeddings = _Embedding(c.max_position_embeddings, c.hidden_size)
-        self.token_type_embeddings = _Embedding(c.type_vocab_size, c.hidden_size)
+        pad = c.pad_token_id if isinstance(c.pad_token_id, int) and 0 <= c.pad_token_id < c.vocab_size else None
+        self.word_embeddings = _embedding(c.vocab_size, c.hidden_size, pad)
+        self.position_embeddings = _embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type_embeddings = _embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = _LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-        return self.LayerNorm(x + self.position_embeddings(positions))
+        return self.dropout(self.LayerNorm(x + self.position_embeddings(positions)))
 
 
-class _Projection(nn.Module):  # a dense layer, then LayerNorm of it plus the residual
+class _Projection(nn.Module):  # a dense layer and dropout, then LayerNorm of it plus the residual
     def __init__(self, n_in: int, c: NativeConfig) -> None:
         super().__init__()
         self.dense = _Linear(n_in, c.hidden_size)
         self.LayerNorm = _LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
     def forward(self, x, residual):
-        return self.LayerNorm(self.dense(x) + residual)
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
 
 
 class _SelfAttention(nn.Module):
@@ -150,6 +207,7 @@ class _SelfAttention(nn.Module):
         self.query = _Linear(c.hidden_size, c.hidden_size)
         self.key = _Linear(c.hidden_size, c.hidden_size)
         self.value = _Linear(c.hidden_size, c.hidden_size)
+        self.dropout = nn.Dropout(c.attention_probs_dropout_prob)  # of the attention probabilities, in training
 
     def forward(self, x, mask):
         batch, length, width = x.shape
@@ -157,7 +215,14 @@ class _SelfAttention(nn.Module):
         def split(t):  # (batch, length, width) -> (batch, heads, length, head width)
             return t.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(split(self.query(x)), split(self.key(x)), split(self.value(x)), mask)
+        query, key, value = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        p = self.dropout.p if self.training else 0.0
+        if p > 0.0 and type(self.dropout) is not nn.Dropout:  # another dropout swapped in (bertfit.kernels)
+            scores = torch.matmul(query, key.transpose(-1, -2)) * query.shape[-1] ** -0.5  # (batch, heads, q, k)
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            out = torch.matmul(self.dropout(torch.softmax(scores, dim=-1)), value)
+        else:  # SDPA, with its own fused dropout in training
+            out = F.scaled_dot_product_attention(query, key, value, mask, dropout_p=p)
         return out.transpose(1, 2).reshape(batch, length, width)
 
 
@@ -214,33 +279,67 @@ class _Pooler(nn.Module):
         return torch.tanh(self.dense(x[:, 0]))  # the [CLS] token's state
 
 
-class _Bert(nn.Module):
+class _Bert(nn.Module):  # the encoder: ``model.base_model``, whose output has ``last_hidden_state``
     def __init__(self, c: NativeConfig) -> None:
         super().__init__()
+        self.config = c
         self.embeddings = _Embeddings(c)
         self.encoder = _Encoder(c)
         self.pooler = _Pooler(c)
 
-
-class BertClassifier(nn.Module):
-    """BERT + pooler + linear head for inference, with the parameter names of transformers'
-    ``BertForSequenceClassification``: ``model(input_ids, attention_mask, token_type_ids).logits`` is
-    ``(batch, num_labels)``, as transformers gives in eval mode for the same weights (see :func:`load_native`)."""
-
-    def __init__(self, config: NativeConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.bert = _Bert(config)
-        self.classifier = _Linear(config.hidden_size, config.num_labels)
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> _Output:
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> _Hidden:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         mask = attention_mask[:, None, None, :].bool()  # (batch, 1, 1, length): the keys a query may attend to
-        x = self.bert.encoder(self.bert.embeddings(input_ids, token_type_ids), mask)
-        return _Output(self.classifier(self.bert.pooler(x)))
+        return _Hidden(self.encoder(self.embeddings(input_ids, token_type_ids), mask))
+
+
+class BertClassifier(nn.Module):
+    """BERT + pooler + linear head, with the parameter names of transformers' ``BertForSequenceClassification``:
+    ``model(input_ids, attention_mask, token_type_ids).logits`` is ``(batch, num_labels)``, as transformers gives for
+    the same weights, and with ``labels`` the output's ``loss`` is transformers' (cross-entropy, or binary
+    cross-entropy for the multi-label problem type). In training mode the same dropouts as transformers' apply."""
+
+    base_model_prefix = "bert"
+
+    def __init__(self, config: NativeConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = _Bert(config)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = _Linear(config.hidden_size, config.num_labels)
+
+    @property
+    def base_model(self) -> nn.Module:
+        return self.bert
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.bert.embeddings.word_embeddings
+
+    def set_input_embeddings(self, module: nn.Module) -> None:
+        self.bert.embeddings.word_embeddings = module
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> _Output:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        logits = self.classifier(self.dropout(self.bert.pooler(hidden)))  # (batch, num_labels)
+        if labels is None:
+            return _Output(logits)
+        if self.config.problem_type == _MULTI_LABEL:
+            return _Output(logits, F.binary_cross_entropy_with_logits(logits.float(), labels.float()))
+        return _Output(logits, F.cross_entropy(logits.float(), labels))
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` as transformers' ``save_pretrained`` does (fp32)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(self.config.to_json(), indent=2) + "\n", encoding="utf-8")
+        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
 
 
 def load_native(path: str | Path):
@@ -259,11 +358,8 @@ def load_native(path: str | Path):
     True
     """
     path = Path(path)
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    native = NativeConfig.from_json(config) if isinstance(config, dict) else None
+    config = _read_config(path)
+    native = None if config is None else NativeConfig.from_json(config)
     weights = path / "model.safetensors"
     if native is None or not weights.is_file():
         return None
@@ -276,13 +372,88 @@ def load_native(path: str | Path):
     return model, tokenizer
 
 
-def _model(weights: Path, config: NativeConfig):
+def load_trainable(path: str | Path, labels: list[str], multi_label: bool = False):
+    """Load a plain BERT checkpoint for training a classifier of ``labels``, without transformers.
+
+    Args:
+        path: A model directory with ``config.json`` (a BERT of the options :class:`BertClassifier` implements),
+            fp32 ``model.safetensors`` and a BERT ``tokenizer.json`` (see :func:`load_native`); the weights may be
+            an encoder's (``BertModel``), a pre-training model's (its ``cls.`` heads are dropped) or a classifier's.
+        labels: The label names, in id order.
+        multi_label: Train with binary cross-entropy (transformers' ``multi_label_classification``).
+
+    Returns:
+        ``(model, tokenizer)``: a :class:`BertClassifier` in eval mode whose parameters all train, and a
+        :class:`~bertfit.fast_tokenizer.FastTokenizer`; or None where transformers must load it. Weights the
+        checkpoint lacks (the head; the pooler of some encoders) or that have another shape (a head of other labels)
+        are initialized as transformers initializes them, from torch's random generator: normal(0,
+        ``initializer_range``) weights and zero biases.
+
+    >>> load_trainable("no-such-directory", ["neg", "pos"]) is None
+    True
+    """
+    path = Path(path)
+    config = _read_config(path)
+    native = None if config is None else NativeConfig.from_json(config, classifier=False)
+    weights = path / "model.safetensors"
+    if native is None or not weights.is_file():
+        return None
+    tokenizer = load_fast_tokenizer(path)
+    saved = _load_weights(weights)
+    if tokenizer is None or saved is None:
+        return None
+    source = {**config, "id2label": {str(i): label for i, label in enumerate(labels)}}
+    source["problem_type"] = _MULTI_LABEL if multi_label else None
+    native = replace(native, num_labels=len(labels), problem_type=source["problem_type"], source=source)
+    model = BertClassifier(native)
+    state = _checkpoint_state(saved, model, native.initializer_range)
+    if state is None:
+        return None
+    model.load_state_dict(state, assign=True)
+    return model.requires_grad_(True).eval(), tokenizer
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _load_weights(weights: Path) -> dict[str, torch.Tensor] | None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        saved = load_file(str(weights))
+        return load_file(str(weights))
     except (SafetensorError, OSError):  # damaged: transformers' loader raises the ModelError that names it
+        return None
+
+
+def _checkpoint_state(saved: dict[str, torch.Tensor], model: BertClassifier, std: float):
+    # The checkpoint's weights under the classifier's names, the missing head and pooler initialized; None when a
+    # weight is unknown, not fp32, or missing elsewhere (transformers then loads it, and says what is wrong).
+    state = {}
+    for name, tensor in saved.items():
+        if name in _IGNORED_WEIGHTS or name.endswith("position_ids") or name.startswith(_PRETRAINING_HEADS):
+            continue
+        state[name if name.startswith(("bert.", "classifier.")) else f"bert.{name}"] = tensor
+    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    if set(state) - set(expected) or any(t.dtype != torch.float32 for t in state.values()):
+        return None
+    fresh = [name for name, shape in expected.items() if name not in state or tuple(state[name].shape) != shape]
+    if any(not name.startswith(("classifier.", "bert.pooler.")) for name in fresh):
+        return None
+    for name in fresh:  # as transformers' _init_weights: normal(0, initializer_range) weights, zero biases
+        tensor = torch.zeros(expected[name])
+        state[name] = tensor.normal_(0.0, std) if name.endswith(".weight") else tensor
+    return state
+
+
+def _model(weights: Path, config: NativeConfig):
+    saved = _load_weights(weights)
+    if saved is None:
         return None
     model = BertClassifier(config)
     state = {k: v for k, v in saved.items() if k not in _IGNORED_WEIGHTS}

@@ -157,9 +157,7 @@ def fit(
     class_weights = stage.class_weight_vector(config.class_weights, train_ds.labels, train_ds.classes)
     precision = resolve_precision(config.precision)
     logger.info("precision: %s on %s (weights and optimizer state stay fp32; set --precision)", *precision)
-    from transformers import set_seed
-
-    set_seed(config.seed)
+    _seed(config.seed)
     model, tokenizer = _load(config, train_ds, decision, class_weights)
     features = prepared.features if prepared else _features(config, tokenizer, model, train_ds, val_ds)
     config = _resolve_epochs(config, features)
@@ -273,10 +271,39 @@ def _decision(config: TrainConfig, train_ds: TextDataset) -> DecisionRule:
     return DecisionRule(tuple(labels), positive_label=positive)
 
 
+def _seed(seed: int) -> None:
+    # Python's, numpy's and torch's generators (every device's), as transformers' set_seed seeds them.
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def _load(config: TrainConfig, train_ds: TextDataset, decision: DecisionRule, class_weights):
     model_path = resolve_model(config.model_name_or_path)
-    tokenizer = load_tokenizer(model_path, config.trust_remote_code)
     labels = list(decision.labels)
+    native = None
+    if config.native and not config.trust_remote_code:  # a plain BERT trains without importing transformers
+        from .native import load_trainable
+
+        native = load_trainable(model_path, labels, decision.multi_label)
+    if native is not None:
+        model, tokenizer = native
+        logger.debug("training bertfit's own BERT (bertfit.native) for %s", model_path)
+    else:
+        model, tokenizer = _load_transformers(config, model_path, labels, decision.multi_label)
+    if config.freeze_embeddings:
+        stage.freeze_token_embeddings(model)
+    if decision.multi_label:
+        stage.init_prior_bias(model, train_ds.labels, labels, class_weights)
+    return model, tokenizer
+
+
+def _load_transformers(config: TrainConfig, model_path: str, labels: list[str], multi_label: bool):
+    tokenizer = load_tokenizer(model_path, config.trust_remote_code)
     model = load_sequence_classifier(
         model_path,
         config.trust_remote_code,
@@ -285,12 +312,8 @@ def _load(config: TrainConfig, train_ds: TextDataset, decision: DecisionRule, cl
         label2id={label: i for i, label in enumerate(labels)},
         id2label=dict(enumerate(labels)),
         ignore_mismatched_sizes=True,
-        **({"problem_type": MULTI_LABEL_PROBLEM} if decision.multi_label else {}),
+        **({"problem_type": MULTI_LABEL_PROBLEM} if multi_label else {}),
     )
-    if config.freeze_embeddings:
-        stage.freeze_token_embeddings(model)
-    if decision.multi_label:
-        stage.init_prior_bias(model, train_ds.labels, labels, class_weights)
     return model, tokenizer
 
 
@@ -412,8 +435,9 @@ def _checkpoints(config: TrainConfig, train_ds: TextDataset, val_ds: TextDataset
 
 
 def _record(config, precision, result, features, train_ds, val_ds, val_from, setup_seconds) -> TrainingRecord:
+    import importlib.metadata
+
     import torch
-    import transformers
 
     best = result.best_row or {}
     windows = None
@@ -437,7 +461,7 @@ def _record(config, precision, result, features, train_ds, val_ds, val_from, set
         versions={
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "transformers": transformers.__version__,
+            "transformers": importlib.metadata.version("transformers"),
         },
         windows=windows,
     )
