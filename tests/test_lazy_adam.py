@@ -103,3 +103,19 @@ def test_clipping_inside_the_fused_step_equals_clip_grad_norm(max_norm):
     torch.testing.assert_close(fused.head.weight, plain.head.weight, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(fused_table.weight, plain_table.weight, rtol=1e-5, atol=1e-7)
     assert not torch.equal(fused.head.weight, start["head.weight"])
+
+
+def test_the_rows_gradient_is_the_same_in_every_run():
+    # A row used many times in a batch sums its gradients; the sum must not depend on thread timing, or two runs of
+    # one seed train different models (the backward of rows[inverse] was such a sum on a multi-threaded CPU).
+    model = _Model(vocab=3000, hidden=384)
+    table = LazyEmbedding(model).train()
+    ids = torch.randint(0, 300, (16, 40), generator=torch.Generator().manual_seed(0))  # many repeats
+    upstream = torch.randn(16, 40, 384, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for _ in range(20):
+        table(ids).backward(upstream)
+        grads.append(table.rows.grad)
+    assert all(torch.equal(grads[0], grad) for grad in grads[1:])
+    expected = torch.zeros(3000, 384).index_add_(0, ids.flatten(), upstream.reshape(-1, 384))
+    torch.testing.assert_close(grads[0], expected[table.ids])

@@ -78,7 +78,9 @@ class LazyEmbedding(torch.nn.Module):
         with torch.no_grad():  # the rows as dense AdamW has them now: the forward pass must see those values
             self._store(ids, *self._caught_up(ids, self.steps), self.steps)
         self.ids, self.rows = ids, self.weight.detach()[ids].requires_grad_()
-        return self.rows[inverse]  # (batch, seq, hidden)
+        # A lookup rather than rows[inverse]: the backward of advanced indexing (index_put_ with accumulate) sums a
+        # row's gradients in an order that varies with thread timing on a CPU, so two runs of one seed differed.
+        return torch.nn.functional.embedding(inverse, self.rows)  # (batch, seq, hidden)
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
