@@ -202,6 +202,17 @@ def test_load_trainable_reads_encoder_and_pretraining_checkpoints_and_initialize
         assert state["classifier.weight"].shape == (3, 32) and not state["classifier.bias"].any()
         assert 0.005 < float(state["classifier.weight"].std()) < 0.04  # normal(0, initializer_range=0.02)
         assert all(p.requires_grad for p in model.parameters())
+    legacy = shutil.copytree(tiny_model_dir, tmp_path / "legacy")  # LayerNorm.gamma/beta, as bert-base-uncased has
+    renamed = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in encoder.items()
+    }
+    save_file(renamed, legacy / "model.safetensors")
+    torch.manual_seed(0)
+    legacy_model, _ = load_trainable(legacy, ["a", "b", "c"])
+    torch.testing.assert_close(
+        legacy_model.state_dict()["bert.embeddings.LayerNorm.weight"], encoder["embeddings.LayerNorm.weight"]
+    )
     unknown = shutil.copytree(tiny_model_dir, tmp_path / "unknown")
     save_file({**encoder, "encoder.extra.weight": torch.zeros(2)}, unknown / "model.safetensors")
     assert load_trainable(unknown, ["a", "b"]) is None  # transformers loads it, and says what it makes of it

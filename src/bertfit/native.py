@@ -26,6 +26,7 @@ training mode without dropout the same loss and gradients.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -51,6 +52,9 @@ _PLAIN_BERT = {
 _IGNORED_WEIGHTS = ("bert.embeddings.position_ids",)  # a buffer older checkpoints saved
 # Checkpoints of BERT's pre-training heads (BertForMaskedLM, BertForPreTraining) carry weights a classifier drops.
 _PRETRAINING_HEADS = ("cls.",)
+# LayerNorm weights of checkpoints converted from the original TensorFlow BERT (bert-base-uncased among them), which
+# transformers renames on loading as well.
+_LEGACY_NORM = re.compile(r"(?<=LayerNorm)\.(gamma|beta)$")
 _MULTI_LABEL = "multi_label_classification"  # transformers' problem_type for sigmoid + binary cross-entropy
 
 
@@ -438,6 +442,7 @@ def _checkpoint_state(saved: dict[str, torch.Tensor], model: BertClassifier, std
     for name, tensor in saved.items():
         if name in _IGNORED_WEIGHTS or name.endswith("position_ids") or name.startswith(_PRETRAINING_HEADS):
             continue
+        name = _LEGACY_NORM.sub(lambda m: ".weight" if m.group(1) == "gamma" else ".bias", name)
         state[name if name.startswith(("bert.", "classifier.")) else f"bert.{name}"] = tensor
     expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
     if set(state) - set(expected) or any(t.dtype != torch.float32 for t in state.values()):
