@@ -256,11 +256,16 @@ def test_bertfit_train_of_a_bert_imports_no_transformers(tiny_model_dir, sentime
     assert AutoTokenizer.from_pretrained(out)("good")["input_ids"][0] == 2  # [CLS]
 
 
-def test_a_model_fitted_in_memory_converts_to_transformers_on_first_use(tiny_config):
+def test_a_model_fitted_in_memory_saves_and_converts_to_transformers_on_first_use(tiny_config, tmp_path):
     rows = sentiment_rows(60)
     clf = TextClassifier(config=tiny_config())
     clf.fit([t for t, _ in rows], [label for _, label in rows])
     assert isinstance(clf._native[0], BertClassifier) and clf._native[2] is None
     before = clf.predict_proba(TEXTS)
+    saved = clf.save_pretrained(tmp_path / "model")  # written by the native model itself, no conversion
+    assert clf._native is not None
+    np.testing.assert_allclose(TextClassifier.from_pretrained(saved).predict_proba(TEXTS), before, atol=1e-6)
+    reference = AutoModelForSequenceClassification.from_pretrained(saved).eval()
+    assert reference.config.architectures == ["BertForSequenceClassification"]
     assert clf.model_.config.architectures == ["BertForSequenceClassification"]
     np.testing.assert_allclose(clf.predict_proba(TEXTS), before, atol=1e-6)

@@ -101,7 +101,7 @@ class TextClassifier(Predictor):
         self._model = None if model is None else model.eval().to(self.precision_.device)
         self._tokenizer = tokenizer
         # (model, tokenizer, directory) of bertfit.native: what predicts until the transformers model is asked for.
-        self._native = None if source is None else (source[0].to(self.precision_.device), *source[1:])
+        self._native = None if source is None else (source[0].eval().to(self.precision_.device), *source[1:])
         self.card_ = card
         self.metrics_ = metrics
         self.validation_predictions_ = records  # kept so that save_pretrained writes the report again
@@ -252,7 +252,9 @@ class TextClassifier(Predictor):
         from .save import save_model
 
         self._check_fitted()
-        parts = (self.model_, self.tokenizer_, self.card_, self.metrics_, self.validation_predictions_)
+        native = self._native  # read once (see _logits); bertfit.native writes the files transformers would
+        model, tokenizer = native[:2] if native is not None else (self.model_, self.tokenizer_)
+        parts = (model, tokenizer, self.card_, self.metrics_, self.validation_predictions_)
         return save_model(path, *parts, lexical=self.lexical_, overwrite=overwrite)
 
 
