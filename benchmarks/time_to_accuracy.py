@@ -63,8 +63,8 @@ def main() -> None:
             f"{row['name']:<42}{reached:>11}{epoch:>10}{row['best']:>10.4f}{row['per_epoch']:>11.0f}"
             f"{row['seconds']:>9.0f}"
         )
-    ours, reference = rows[-2 if not args.skip_reference else -1], rows[-1]
-    if not args.skip_reference and ours["to_target"] and reference["to_target"]:
+    ours, reference = rows[-2:] if not args.skip_reference else (None, None)  # the median row, when several seeds
+    if ours and ours["to_target"] and reference["to_target"]:
         print(f"\nbertfit reaches {args.target:.1%} {reference['to_target'] / ours['to_target']:.1f}x sooner")
 
 

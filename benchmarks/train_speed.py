@@ -50,6 +50,11 @@ ROWS = {  # name: (description, seeds: "all" or 1)
     "bertfit_transformers": ("bertfit --no-native", 1),
     "bertfit_compile": ("bertfit --torch-compile", 1),
 }
+_BERTFIT_FLAGS = {  # the bertfit rows' flags beside the defaults
+    "bertfit_dense": ["--no-lazy-embeddings"],
+    "bertfit_transformers": ["--no-native"],
+    "bertfit_compile": ["--torch-compile"],
+}
 
 
 def main() -> None:
@@ -234,8 +239,7 @@ def _bertfit_way(args) -> dict:
     command += ["--model", args.model, "--output-dir", str(work / "model"), "--epochs", str(args.epochs)]
     command += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--max-length", str(MAX_LENGTH)]
     command += ["--seed", str(args.seed), "--cache-dir", "none", "--quiet"]
-    options = {"bertfit_dense": ["--no-lazy-embeddings"], "bertfit_compile": ["--torch-compile"]}
-    command += {**options, "bertfit_transformers": ["--no-native"]}.get(args.child, [])
+    command += _BERTFIT_FLAGS.get(args.child, [])
     try:
         app(command)
     except SystemExit as exit:

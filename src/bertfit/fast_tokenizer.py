@@ -85,8 +85,7 @@ class FastTokenizer:
         backend.no_truncation()
         backend.no_padding()
         backend.save(str(path / "tokenizer.json"))
-        config = {**self.config, "model_max_length": self.model_max_length, "padding_side": "right"}
-        config |= {"truncation_side": self.truncation_side, "tokenizer_class": "BertTokenizer"}
+        config = {**self.config, "model_max_length": self.model_max_length}  # the rest as load_fast_tokenizer read
         text = json.dumps(dict(sorted(config.items())), indent=2, ensure_ascii=False) + "\n"
         (path / "tokenizer_config.json").write_text(text, encoding="utf-8")
 

@@ -108,7 +108,7 @@ class NativeConfig:
                 type_vocab_size=int(config.get("type_vocab_size", 2)),
                 layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
                 hidden_act=config["hidden_act"],
-                num_labels=len(config.get("id2label") or {0: 0, 1: 1}),
+                num_labels=len(config["id2label"]) if classifier else 2,  # a caller gives a checkpoint its labels
                 hidden_dropout_prob=float(config.get("hidden_dropout_prob", 0.1)),
                 attention_probs_dropout_prob=float(config.get("attention_probs_dropout_prob", 0.1)),
                 classifier_dropout=_optional_float(config.get("classifier_dropout")),
