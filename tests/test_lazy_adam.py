@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bertfit.adamw import AdamW
 from bertfit.lazy_adam import LazyEmbedding
 
 
@@ -88,7 +89,7 @@ def test_clipping_inside_the_fused_step_equals_clip_grad_norm(max_norm):
         model = _Model()
         model.load_state_dict(start)
         table = LazyEmbedding(model, weight_decay=0.01)
-        optimizer = torch.optim.AdamW(model.head.parameters(), lr=1e-2, weight_decay=0.01, fused=True)
+        optimizer = AdamW([{"params": model.head.parameters()}], lr=1e-2, weight_decay=0.01, fused=True)
         norms = []
         for ids in _batches(20, 50):
             (model(ids) * 50).backward()

@@ -7,10 +7,11 @@ What a step costs is decided here (see the README's Speed section for the measur
   numpy arrays without a DataLoader;
 - **bf16 autocast** where the hardware has it (fp16 with loss scaling on older GPUs), weights and optimizer state
   in fp32;
-- **fused AdamW** over the dense weights, and on a CPU a **row-sparse AdamW** of the token-embedding table that
-  reads and writes only the rows a batch touches and settles the other rows' updates in closed form when they are
-  next used (:class:`~bertfit.lazy_adam.LazyEmbedding`: dense AdamW's result without a dense gradient and an update
-  of the whole table, 11.7M of MiniLM's 22.7M weights, every step);
+- **fused AdamW** over the dense weights (torch's kernel, driven by :class:`~bertfit.adamw.AdamW` without
+  ``torch.optim``'s base class, which imports TorchDynamo), and on a CPU a **row-sparse AdamW** of the
+  token-embedding table that reads and writes only the rows a batch touches and settles the other rows' updates in
+  closed form when they are next used (:class:`~bertfit.lazy_adam.LazyEmbedding`: dense AdamW's result without a
+  dense gradient and an update of the whole table, 11.7M of MiniLM's 22.7M weights, every step);
 - **cheaper dropout on a CPU**: the model's dropout modules and attention-probability dropout are swapped for the
   loop by :func:`~bertfit.kernels.cpu_training_kernels` (a random mask at a third of ``bernoulli_``'s cost), and
   swapped back after;
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 
 from . import progress
+from .adamw import AdamW
 from .backbone import MULTI_LABEL_PROBLEM
 from .batching import TokenBudgetBatchSampler, length_grouped_batches, shard_batches
 from .checkpoint import Checkpointer
@@ -276,7 +278,7 @@ class _Loop:
         self.total = max(1, math.ceil(config.epochs * self.steps_per_epoch))
         self.warmup = math.ceil(config.warmup_ratio * self.total)
         self.optimizer = _optimizer(model, config, precision)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _linear_schedule(self.warmup, self.total))
+        self.schedule_factor = _linear_schedule(self.warmup, self.total)
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision.name == "fp16")
         self.ddp = _wrap(model, self.world, self.device)
         if config.torch_compile:
@@ -356,12 +358,13 @@ class _Loop:
         self.scaler.unscale_(self.optimizer)
         if self.config.max_grad_norm > 0:
             self.grad_norm = _clip(self.optimizer, self.lazy, self.config.max_grad_norm, self.scaler.is_enabled())
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.config.learning_rate * self.schedule_factor(self.step)  # as LambdaLR computes it
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.lazy is not None:
             self.lazy.step(lr)
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.loss_sum += loss.detach().float()
         self.loss_steps += 1
@@ -469,7 +472,6 @@ class _Loop:
             "stopped": self.stopped,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "lazy": None if self.lazy is None else self.lazy.state_dict_(),
             "rng": rng,
@@ -483,8 +485,7 @@ class _Loop:
     def load(self, state: dict[str, Any], best: dict[str, Any] | None) -> None:
         """Continue from a checkpoint of :meth:`state_dict` (and its best state)."""
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.optimizer.load_state_dict(state["optimizer"])  # the learning rate follows from the step
         self.scaler.load_state_dict(state["scaler"])
         if self.lazy is not None and state["lazy"] is not None:
             self.lazy.load_state_dict_(state["lazy"])
@@ -677,16 +678,17 @@ def _auto_evals_per_epoch(train: Windows, validation: Windows) -> int:
     return AUTO_EVALS_PER_EPOCH if share <= AUTO_EVAL_TOKEN_SHARE else 1
 
 
-def _optimizer(model, config: TrainConfig, precision: Precision) -> torch.optim.Optimizer:
+def _optimizer(model, config: TrainConfig, precision: Precision) -> AdamW:
     # AdamW over the trainable dense weights; no weight decay for biases and LayerNorm weights (the 1-d tensors), as
-    # the Trainer and nanoGPT do. Fused where torch has the kernel (CPU and CUDA): one pass over the weights.
+    # the Trainer and nanoGPT do. Fused where torch has the kernel (CPU and CUDA): one pass over the weights. Not
+    # torch.optim.AdamW, whose base class imports torch._dynamo (1.4 s of a run): see bertfit.adamw.
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     fused = precision.device.split(":")[0] in ("cpu", "cuda")
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=BETAS, eps=EPS, fused=fused)
+    return AdamW(groups, lr=config.learning_rate, betas=BETAS, eps=EPS, fused=fused)
 
 
 def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
@@ -698,14 +700,14 @@ def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _clip(optimizer, lazy: LazyEmbedding | None, max_norm: float, scaling: bool) -> torch.Tensor:
+def _clip(optimizer: AdamW, lazy: LazyEmbedding | None, max_norm: float, scaling: bool) -> torch.Tensor:
     # The gradient norm over every trained weight (the lazy table's touched rows too), scaled down to max_norm, as
     # clip_grad_norm_ scales it. Where the fused AdamW step runs without a loss scaler (every CPU run, bf16 and fp32
     # GPU runs), it divides the gradients by `grad_scale` as it reads them (torch's hook for AMP's unscaling), which
     # saves a pass that reads and writes every gradient (3 ms of a 120 ms MiniLM step on a 2-core CPU).
     tensors = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     lazy_rows = lazy is not None and lazy.rows is not None and lazy.rows.grad is not None
-    if scaling or not optimizer.defaults.get("fused"):
+    if scaling or not optimizer.fused:
         return torch.nn.utils.clip_grad_norm_(tensors + ([lazy.rows] if lazy_rows else []), max_norm, foreach=True)
     grads = [p.grad for p in tensors] + ([lazy.rows.grad] if lazy_rows else [])
     norm = torch.nn.utils.get_total_norm(grads, foreach=True)
