@@ -125,3 +125,19 @@ def test_stepping_never_imports_torchdynamo():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_a_loss_scaler_drives_it_and_skips_a_step_that_overflowed():
+    # fp16 training on older GPUs: GradScaler unscales the gradients, then steps unless one is inf or NaN.
+    weights = _weights()
+    optimizer = AdamW(_groups(weights), lr=1e-2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    before = [w.detach().clone() for w in weights]
+    scaler.scale(sum(w.sum() for w in weights) * float("inf")).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    assert all(torch.equal(w, b) for w, b in zip(weights, before)) and scaler.get_scale() == 512.0
+    optimizer.zero_grad()
+    scaler.scale(sum(w.sum() for w in weights)).backward()
+    scaler.step(optimizer)  # unscaled to gradients of 1: Adam's first step moves every weight by lr
+    torch.testing.assert_close(weights[1], before[1] - 1e-2)
