@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import base64
-import io
 import json
 import re
 import shutil
 import subprocess
+import sys
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -21,7 +21,6 @@ from bertfit.decision import DecisionRule
 from bertfit.evaluate import write_report
 from bertfit.exceptions import DataError
 from bertfit.features import Windowing
-from bertfit.plots import PLOT_SIZE
 from bertfit.report import build_report
 
 SECTIONS = [
@@ -39,10 +38,17 @@ SECTIONS = [
 ]
 
 
-def _images(page: str) -> list[Image.Image]:
-    return [
-        Image.open(io.BytesIO(base64.b64decode(data))) for data in re.findall(r"data:image/png;base64,([^\"]+)", page)
-    ]
+SVG = "{http://www.w3.org/2000/svg}"
+CHARTS = ["learning curves", "confusion matrix", "precision-recall and ROC curves", "reliability diagram"]
+
+
+def _charts(page: str) -> list[ET.Element]:
+    """The inline ``<svg>`` charts of a page, parsed (each must be well-formed XML)."""
+    return [ET.fromstring(svg) for svg in re.findall(r"<svg\b.*?</svg>", page, re.DOTALL)]
+
+
+def _texts(chart: ET.Element) -> set[str]:
+    return {"".join(text.itertext()) for text in chart.iter(f"{SVG}text")}
 
 
 def test_every_training_run_leaves_a_self_contained_report(trained_dir):
@@ -50,8 +56,15 @@ def test_every_training_run_leaves_a_self_contained_report(trained_dir):
     for section in SECTIONS:
         assert f'id="{section}"' in page
     assert not re.search(r"<script|<link|src=\"(?!data:)", page)  # nothing to fetch, nothing to run
-    images = _images(page)
-    assert len(images) == 4 and all(image.format == "PNG" and image.size == PLOT_SIZE for image in images)
+    charts = _charts(page)
+    assert [chart.find(f"{SVG}title").text for chart in charts] == CHARTS
+    learning, confusion, curves, calibration = map(_texts, charts)
+    assert {"Loss", "train loss", "validation loss", "best epoch", "validation macro_f1", "epoch"} <= learning
+    assert {"Confusion matrix (counts; colour: share of row)", "neg", "pos", "share of the true class"} <= confusion
+    assert {"Precision-recall, positive class 'pos'", "ROC", "chance", "recall", "false positive rate"} <= curves
+    assert any(re.fullmatch(r"AP \d\.\d{3}", t) for t in curves) and any(t.startswith("ROC AUC ") for t in curves)
+    assert {"Reliability diagram", "calibrated", "Confidences per bin", "count (log scale)"} <= calibration
+    assert any(t.startswith("validation, T = 1 (uncalibrated): ECE ") for t in calibration)
     records = [json.loads(line) for line in (trained_dir / "validation_predictions.jsonl").read_text().splitlines()]
     info = json.loads((trained_dir / "bertfit.json").read_text())
     assert len(records) == info["data"]["validation"]["rows"] == 12
@@ -152,10 +165,27 @@ def test_fit_then_save_pretrained_writes_the_report_too(tiny_config, tmp_path):
     assert (tmp_path / "m" / "report.html").is_file()
 
 
+_NO_MATPLOTLIB = """
+import sys
+from bertfit.card import read_model_files
+from bertfit.report import build_report
+files = read_model_files(sys.argv[1])
+assert build_report(files.card, files.metrics, files.records).count("<svg ") == 4
+print("matplotlib" in sys.modules)
+"""
+
+
+def test_building_the_report_imports_no_matplotlib(trained_dir):
+    # In a fresh interpreter: this test session may have imported matplotlib already (the explore tests).
+    result = subprocess.run([sys.executable, "-c", _NO_MATPLOTLIB, str(trained_dir)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
 _CHECK = """<script>window.addEventListener("load", () => {
   const out = document.createElement("pre"); out.id = "page-check";
   out.textContent = JSON.stringify({
-    images: [...document.images].map((i) => i.complete && i.naturalWidth),
+    charts: [...document.querySelectorAll("svg")].map((s) => s.getBoundingClientRect().width),
     sections: [...document.querySelectorAll("section, header")].map((s) => s.id),
     height: document.body.scrollHeight});
   document.body.appendChild(out);});</script>"""
@@ -178,7 +208,7 @@ def test_report_renders_in_headless_chromium(trained_dir, tmp_path):
     dom = _chromium("--virtual-time-budget=5000", "--dump-dom", checked.as_uri(), tmp_path=tmp_path)
     found = json.loads(re.search(r'<pre id="page-check">(.*?)</pre>', dom.stdout).group(1).replace("&quot;", '"'))
     assert found["sections"] == SECTIONS
-    assert len(found["images"]) == 4 and all(width == PLOT_SIZE[0] for width in found["images"])  # all decoded
+    assert len(found["charts"]) == 4 and all(width > 0 for width in found["charts"])  # all laid out
 
     shot = tmp_path / "shot.png"
     result = _chromium(

@@ -1,4 +1,6 @@
-"""Figures for the explore plots and the report: matplotlib drawn off-screen (Agg), saved as PNGs of one size."""
+"""Figures for the explore plots (``bertfit explore --output-dir``): matplotlib drawn off-screen (Agg), saved as
+PNGs of one size. The training report draws its charts as SVG instead (:mod:`bertfit.svg`), so training never
+imports matplotlib."""
 
 from __future__ import annotations
 

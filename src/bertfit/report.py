@@ -1,4 +1,4 @@
-"""The training report: one self-contained ``report.html`` (plots embedded as PNG data URIs, no scripts, no network).
+"""The training report: one self-contained ``report.html`` (charts drawn inline as SVG, no scripts, no network).
 
 It shows the config and data summary, learning curves, the per-epoch table, per-class scores, a confusion-matrix
 heat map (single-label tasks), precision-recall and ROC curves for binary tasks, the temperature and a reliability
@@ -7,13 +7,12 @@ label sets for multi-label tasks), throughput and timings, and the environment.
 :func:`build_report` makes the page from a model's card, its metrics and its per-text validation records (see
 :meth:`bertfit.decision.DecisionRule.records`); the save stage writes it into every model directory, and
 ``bertfit report`` (:func:`bertfit.evaluate.write_report`) rebuilds it, optionally on another labelled file.
+The charts are written by :mod:`bertfit.svg`, not matplotlib, so that building the report takes milliseconds.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -21,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from . import svg
 from .card import ModelCard
-from .plots import figure, save_figure
 
 __all__ = ["build_report", "MISTAKES_SHOWN"]
 
@@ -35,7 +34,7 @@ h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;marg
 table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}
 th,td{border:1px solid #ccc;padding:.25rem .55rem;text-align:right;vertical-align:top}
 th{background:#f3f3f3}td.l,th.l{text-align:left}tr.best td{background:#e8f5e9;font-weight:600}
-img{max-width:100%;height:auto;border:1px solid #eee}
+svg{display:block;max-width:100%;height:auto;border:1px solid #eee;margin:.6rem 0}
 .cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.5rem 1rem}
 .card b{display:block;font-size:1.5rem}.warn{background:#fff3e0;border:2px solid #e65100;padding:.8rem;
 border-radius:6px}.muted{color:#666;font-size:.9rem}td.text{text-align:left;max-width:600px}
@@ -113,13 +112,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return _e(value)
-
-
-def _img(fig, alt: str) -> str:
-    buffer = io.BytesIO()
-    save_figure(fig, buffer)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _summary(card: ModelCard, metrics, evaluated_on: str | None) -> str:
@@ -226,28 +218,21 @@ def _learning(card: ModelCard) -> str:
     best = card.training.best
     metric = best.metric or "macro_f1"
     shown = [m for m in dict.fromkeys([metric if metric != "loss" else "macro_f1", "accuracy"]) if m in history[0]]
-    fig = figure()
-    loss_ax, metric_ax = fig.subplots(1, 2)
+    loss = svg.Panel(title="Loss", xlabel="epoch")
     epochs = [row["epoch"] for row in history]
     for key, name in (("train_loss", "train loss"), ("val_loss", "validation loss")):
         points = [(e, row[key]) for e, row in zip(epochs, history) if row.get(key) is not None]
         if points:
-            loss_ax.plot(*zip(*points), marker="o", label=name)
-    loss_ax.set(title="Loss", xlabel="epoch")
-    loss_ax.legend()
+            loss.line(*zip(*points), name, marker=True)
+    scores = svg.Panel(title="Validation metric per evaluation", xlabel="epoch")
     for key in shown:
-        metric_ax.plot(epochs, [row.get(key) for row in history], marker="o", label=f"validation {key}")
+        scores.line(epochs, [row.get(key) for row in history], f"validation {key}", marker=True)
     best_epoch = best.epoch
     if best_epoch is not None:
-        for ax in (loss_ax, metric_ax):
-            ax.axvline(best_epoch, color="gray", linestyle="--", label="best epoch")
-    metric_ax.set(title="Validation metric per evaluation", xlabel="epoch")
-    metric_ax.legend()
-    for ax in (loss_ax, metric_ax):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    scores = ("micro_f1", "hamming_loss") if card.multi_label else ()
-    columns = ("epoch", "step", "train_loss", "val_loss", "accuracy", *scores, "macro_f1", "mcc", "f1", "seconds")
+        for panel in (loss, scores):
+            panel.vline(best_epoch, "best epoch")
+    multi = ("micro_f1", "hamming_loss") if card.multi_label else ()
+    columns = ("epoch", "step", "train_loss", "val_loss", "accuracy", *multi, "macro_f1", "mcc", "f1", "seconds")
     columns = [c for c in columns if any(c in row for row in history)]
     rows = [[_history_cell(c, row.get(c)) for c in columns] for row in history]
     classes = ["best" if row.get("epoch") == best_epoch else "" for row in history]
@@ -258,7 +243,7 @@ def _learning(card: ModelCard) -> str:
     return _section(
         "learning",
         "Learning curves and per-epoch table",
-        _img(fig, "learning curves") + _table(columns, rows, left=0, classes=classes) + note,
+        svg.chart([loss, scores], "learning curves") + _table(columns, rows, left=0, classes=classes) + note,
     )
 
 
@@ -294,22 +279,18 @@ def _confusion(metrics) -> str:
     cm = metrics["confusion_matrix"]
     labels, matrix = cm["labels"], np.asarray(cm["matrix"])
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)  # row-normalized: recall on the diagonal
-    fig = figure()
-    ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, label="share of the true class")
-    ticks = np.arange(len(labels))
-    ax.set_xticks(ticks, labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
-    ax.set_yticks(ticks, labels)
-    ax.set(xlabel="predicted label", ylabel="true label", title="Confusion matrix (counts; colour: share of row)")
-    if len(labels) <= 20:
-        size = 10 if len(labels) <= 8 else 6
-        for i in range(len(labels)):
-            for j in range(len(labels)):
-                color = "white" if share[i, j] > 0.6 else "black"
-                ax.text(j, i, f"{matrix[i, j]:,}", ha="center", va="center", color=color, fontsize=size)
-    fig.tight_layout()
-    return _section("confusion", "Confusion matrix", _img(fig, "confusion matrix"))
+    counts = [[f"{count:,}" for count in row] for row in matrix.tolist()] if len(labels) <= 20 else None
+    chart = svg.heatmap(
+        share.tolist(),
+        labels,
+        "confusion matrix",
+        title="Confusion matrix (counts; colour: share of row)",
+        xlabel="predicted label",
+        ylabel="true label",
+        scale_label="share of the true class",
+        cell_text=counts,
+    )
+    return _section("confusion", "Confusion matrix", chart)
 
 
 def _binary_curves(card: ModelCard, metrics, records) -> str:
@@ -325,19 +306,11 @@ def _binary_curves(card: ModelCard, metrics, records) -> str:
     precision, recall, _ = precision_recall_curve(truth, scores)
     fpr, tpr, _ = roc_curve(truth, scores)
     ap, auc = average_precision_score(truth, scores), roc_auc_score(truth, scores)
-    fig = figure()
-    pr_ax, roc_ax = fig.subplots(1, 2)
-    pr_ax.plot(recall, precision, label=f"AP {ap:.3f}")
-    pr_ax.axhline(truth.mean(), color="gray", linestyle=":", label=f"chance ({truth.mean():.3f})")
-    pr_ax.set(title=f"Precision-recall, positive class {positive!r}", xlabel="recall", ylabel="precision")
-    roc_ax.plot(fpr, tpr, label=f"ROC AUC {auc:.3f}")
-    roc_ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance")
-    roc_ax.set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
-    for ax in (pr_ax, roc_ax):
-        ax.legend(loc="lower left" if ax is pr_ax else "lower right")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    body = _img(fig, "precision-recall and ROC curves") + (
+    pr = svg.Panel(f"Precision-recall, positive class {positive!r}", "recall", "precision", legend="lower left")
+    pr.line(recall, precision, f"AP {ap:.3f}").hline(truth.mean(), f"chance ({truth.mean():.3f})")
+    roc = svg.Panel("ROC", "false positive rate", "true positive rate", legend="lower right")
+    roc.line(fpr, tpr, f"ROC AUC {auc:.3f}").line([0, 1], [0, 1], "chance", color=svg.GRAY, dash="dotted")
+    body = svg.chart([pr, roc], "precision-recall and ROC curves") + (
         f"<p>Average precision {ap:.4f}, ROC AUC {auc:.4f} for {positive!r} on {len(records):,} texts.</p>"
     )
     return _section("curves", "Precision-recall and ROC curves", body)
@@ -386,29 +359,24 @@ def _calibration(card: ModelCard, records, evaluated_on: str | None) -> str:
             "above are the "
             "encoder's; the records, the metrics and every prediction are the average's.</p>"
         )
-    diagram = _img(_reliability_figure(curves, card), "reliability diagram")
+    diagram = _reliability_chart(curves, card)
     return _section("calibration", "Calibration", intro + table + note + diagram)
 
 
-def _reliability_figure(curves, card: ModelCard):
+def _reliability_chart(curves, card: ModelCard) -> str:
     # Left: accuracy against mean confidence per bin (filled bins only); right: how many confidences fall in each bin.
-    fig = figure()
-    diagram_ax, count_ax = fig.subplots(1, 2)
-    diagram_ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="calibrated")
+    what = "a label's probability" if card.multi_label else "probability of the predicted label"
+    right = "share of true labels" if card.multi_label else "share predicted right"
+    diagram = svg.Panel("Reliability diagram", what, right, xlim=(0, 1), ylim=(0, 1))
+    diagram.line([0, 1], [0, 1], "calibrated", color=svg.GRAY, dash="dotted")
+    count = svg.Panel("Confidences per bin", what, "count (log scale)", xlim=(0, 1), ylog=True, legend=None)
     n_bins = len(curves[0][1].counts)
     width = 1 / n_bins / len(curves)
     for k, (name, bins) in enumerate(curves):
         filled = [(c, a) for c, a in zip(bins.confidence, bins.accuracy) if c is not None]
-        diagram_ax.plot([c for c, _ in filled], [a for _, a in filled], marker="o", label=name)
-        count_ax.bar(np.arange(n_bins) / n_bins + k * width, bins.counts, width=width, align="edge", label=name)
-    what = "a label's probability" if card.multi_label else "probability of the predicted label"
-    right = "share of true labels" if card.multi_label else "share predicted right"
-    diagram_ax.set(title="Reliability diagram", xlabel=what, ylabel=right, xlim=(0, 1), ylim=(0, 1))
-    diagram_ax.legend(loc="upper left", fontsize=8)
-    diagram_ax.grid(alpha=0.3)
-    count_ax.set(title="Confidences per bin", xlabel=what, ylabel="count (log scale)", xlim=(0, 1), yscale="log")
-    fig.tight_layout()
-    return fig
+        diagram.line([c for c, _ in filled], [a for _, a in filled], name, marker=True)
+        count.bars(np.arange(n_bins) / n_bins + k * width, bins.counts, width, name)
+    return svg.chart([diagram, count], "reliability diagram")
 
 
 def _mistakes(card: ModelCard, records) -> str:
