@@ -1,3 +1,5 @@
+"""The report's SVG charts: well-formed, escaped, on round-number axes, and robust to missing or zero values."""
+
 from __future__ import annotations
 
 import math
