@@ -39,7 +39,7 @@ def _run(optimizer, weights, gradients, learning_rates, grad_scale=None):
         if grad_scale is not None:
             optimizer.grad_scale = torch.tensor(grad_scale)
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
 
 
 # grad_scale is the fused kernel's (the loop clips with clip_grad_norm_ where it is not fused)

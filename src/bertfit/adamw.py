@@ -80,7 +80,7 @@ class AdamW:
                 [s["step"] for s in states],
                 foreach=None if self.fused else True,
                 fused=self.fused,
-                grad_scale=self.grad_scale if self.fused else None,
+                grad_scale=self.grad_scale,  # the fused kernel's; torch's foreach path refuses one
                 found_inf=None,
                 amsgrad=False,
                 beta1=self.betas[0],
@@ -93,16 +93,11 @@ class AdamW:
             )
         self.grad_scale = None
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Drop (or zero) every parameter's gradient."""
+    def zero_grad(self) -> None:
+        """Drop every parameter's gradient (torch's ``set_to_none=True``: the next backward allocates it afresh)."""
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.zero_()
+                p.grad = None
 
     def state_dict(self) -> dict[str, Any]:
         """The moments and step counts, by parameter position (for a checkpoint), and each group's settings."""

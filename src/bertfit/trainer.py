@@ -365,7 +365,7 @@ class _Loop:
         self.scaler.update()
         if self.lazy is not None:
             self.lazy.step(lr)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         self.loss_sum += loss.detach().float()
         self.loss_steps += 1
         self.step += 1
