@@ -12,7 +12,6 @@ The charts are written by :mod:`bertfit.svg`, not matplotlib, so that building t
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ import numpy as np
 
 from . import svg
 from .card import ModelCard
+from .svg import escape
 
 __all__ = ["build_report", "MISTAKES_SHOWN"]
 
@@ -76,23 +76,21 @@ def build_report(
     ]
     title = f"bertfit report: {card.base_model or ''}"
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>\n<body>\n'
         + "\n".join(s for s in sections if s)
         + "\n</body></html>\n"
     )
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
 def _section(anchor: str, title: str, body: str) -> str:
-    return f'<section id="{anchor}"><h2>{_e(title)}</h2>\n{body}\n</section>'
+    return f'<section id="{anchor}"><h2>{escape(title)}</h2>\n{body}\n</section>'
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1, classes=None) -> str:
-    head = "".join(f'<th class="l">{_e(h)}</th>' if i < left else f"<th>{_e(h)}</th>" for i, h in enumerate(header))
+    head = "".join(
+        f'<th class="l">{escape(h)}</th>' if i < left else f"<th>{escape(h)}</th>" for i, h in enumerate(header)
+    )
     body = []
     for k, row in enumerate(rows):
         cells = "".join(
@@ -111,7 +109,7 @@ def _cell(value: Any) -> str:
         return f"{value:.4f}"
     if isinstance(value, int):
         return f"{value:,}"
-    return _e(value)
+    return escape(value)
 
 
 def _summary(card: ModelCard, metrics, evaluated_on: str | None) -> str:
@@ -123,16 +121,16 @@ def _summary(card: ModelCard, metrics, evaluated_on: str | None) -> str:
         cards = [("accuracy", metrics["accuracy"]), ("macro-F1", metrics["macro_f1"]), ("MCC", metrics["mcc"])]
     if "positive_label" in metrics:
         cards.append((f"F1 of {metrics['positive_label']!r}", metrics["f1"]))
-    card_html = "".join(f'<div class="card">{_e(name)}<b>{value:.4f}</b></div>' for name, value in cards)
+    card_html = "".join(f'<div class="card">{escape(name)}<b>{value:.4f}</b></div>' for name, value in cards)
     evaluated = evaluated_on or (training.validation_data.source if training else "validation")
-    warnings = "".join(f'<p class="warn">{_e(w)}</p>' for w in (training.warnings if training else []))
+    warnings = "".join(f'<p class="warn">{escape(w)}</p>' for w in (training.warnings if training else []))
     epoch = training.best.epoch if training else None
-    picked = f"; best epoch {epoch:g} by {_e(training.best.metric)}" if epoch is not None else ""
+    picked = f"; best epoch {epoch:g} by {escape(training.best.metric)}" if epoch is not None else ""
     kind = "labels (multi-label: a set of labels per text)" if card.multi_label else "classes"
     return (
-        f'<header id="summary"><h1>bertfit training report</h1><p class="muted">{_e(card.base_model)} '
-        f"fine-tuned on {len(card.labels)} {kind}; scores on {_e(evaluated)}{picked}. Built "
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by bertfit {_e(card.bertfit_version)}."
+        f'<header id="summary"><h1>bertfit training report</h1><p class="muted">{escape(card.base_model)} '
+        f"fine-tuned on {len(card.labels)} {kind}; scores on {escape(evaluated)}{picked}. Built "
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by bertfit {escape(card.bertfit_version)}."
         f'</p><div class="cards">{card_html}</div>{warnings}</header>'
     )
 
@@ -183,7 +181,7 @@ def _comparison(card: ModelCard, metrics) -> str:
             "and predict; the model's: training). A fine-tuned model that does not clearly beat TF-IDF is not worth "
             "its cost."
         )
-    body = table + "".join(f'<p class="muted">{_e(note)}</p>' for note in notes)
+    body = table + "".join(f'<p class="muted">{escape(note)}</p>' for note in notes)
     return _section("comparison", "What fine-tuning gained", body)
 
 
@@ -199,8 +197,8 @@ def _config_and_data(card: ModelCard) -> str:
     label_rows = [[label, *(data[s].label_counts.get(label, 0) for s in splits)] for label in card.labels]
     label_rows.append(["rows", *(data[s].rows for s in splits)])
     sources = "".join(
-        f"<li>{_e(s)}: {_e(data[s].source)} ({data[s].rows:,} rows"
-        + (f", {_e(data[s].origin)}" if data[s].origin else "")
+        f"<li>{escape(s)}: {escape(data[s].source)} ({data[s].rows:,} rows"
+        + (f", {escape(data[s].origin)}" if data[s].origin else "")
         + ")</li>"
         for s in splits
     )
@@ -335,14 +333,14 @@ def _calibration(card: ModelCard, records, evaluated_on: str | None) -> str:
         probs = np.array([[r[f"prob_{label}"] for label in card.labels] for r in records])  # (n_texts, n_labels)
         on_file = reliability(probs, targets_of(truth, card.decision), card.multi_label)
         curves.append((f"{evaluated_on}, T = {t:g}: ECE {on_file.ece:.4f}", on_file))
-        note = f"<p>On {_e(evaluated_on)} (T = {t:g}): ECE {on_file.ece:.4f} over {len(records):,} texts.</p>"
+        note = f"<p>On {escape(evaluated_on)} (T = {t:g}): ECE {on_file.ece:.4f} over {len(records):,} texts.</p>"
     rows = [
         ("negative log-likelihood", calibration.nll_before, calibration.nll_after),
         ("expected calibration error (ECE)", calibration.before.ece, calibration.after.ece),
     ]
     how = f"kept at 1: {calibration.kept}" if calibration.kept else f"fitted on {calibration.texts:,} validation texts"
     intro = (
-        f"<p>Every logit is divided by the temperature T = {t:g} ({_e(how)}) before the "
+        f"<p>Every logit is divided by the temperature T = {t:g} ({escape(how)}) before the "
         f"{'sigmoid' if card.multi_label else 'softmax'}: the most probable label stays, the probabilities move "
         "towards how often the model is right. ECE: the text-weighted mean gap between confidence and accuracy over "
         f"{len(calibration.after.counts)} equal-width confidence bins"

@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Panel", "chart", "heatmap", "nice_ticks", "log_ticks", "COLORS", "GRAY"]
+__all__ = ["Panel", "chart", "heatmap", "nice_ticks", "log_ticks", "escape", "COLORS", "GRAY"]
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 GRAY = "#808080"
@@ -151,7 +151,7 @@ def heatmap(
         f'<rect class="frame" x="{left:.1f}" y="{top}" width="{side}" height="{side}" fill="none" stroke="#333"/>'
     )
     for k, (name, label) in enumerate(zip(names, labels)):
-        centre, hover = k * cell + cell / 2, f"<title>{_e(label)}</title>" if name != label else ""
+        centre, hover = k * cell + cell / 2, f"<title>{escape(label)}</title>" if name != label else ""
         parts.append(_text(left - 6, top + centre + 4, name, "end", hover=hover))
         if slanted:
             x, y = left + centre, bottom + 14
@@ -420,20 +420,21 @@ def _text(x: float, y: float, text: str, anchor="middle", *, size: float | None 
     if not text:
         return ""
     size_attr = f' font-size="{size:g}"' if size else ""
-    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{size_attr}{attrs}>{_e(text)}{hover}</text>'
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{size_attr}{attrs}>{escape(text)}{hover}</text>'
 
 
 def _width(text: str, size: float = _SIZE) -> float:
     return 0.56 * size * len(text)  # an estimate: no font metrics without a renderer
 
 
-def _e(text: str) -> str:
-    return html.escape(str(text), quote=True)
+def escape(value: object) -> str:
+    """``value`` as text that is safe in HTML or SVG content and attribute values (quotes escaped too)."""
+    return html.escape(str(value), quote=True)
 
 
 def _svg(width: int, height: int, alt: str, parts: Sequence[str]) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'role="img" font-family="{_FONT}" font-size="{_SIZE}" fill="#222"><title>{_e(alt)}</title>'
+        f'role="img" font-family="{_FONT}" font-size="{_SIZE}" fill="#222"><title>{escape(alt)}</title>'
         f'<rect width="{width}" height="{height}" fill="#fff"/>{"".join(parts)}</svg>'
     )
