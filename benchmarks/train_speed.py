@@ -13,7 +13,9 @@ sees it, and the benchmark's own bookkeeping (sampling the slice, counting its t
 - stock best + fused AdamW: the same with ``optim="adamw_torch_fused"`` (the optimizer switch alone);
 - bertfit: ``bertfit train`` with its defaults for everything else (fused AdamW, the row-sparse embedding update,
   its own loop, its own BERT without importing transformers); then without the row-sparse update, on transformers'
-  BERT (``--no-native``), and with ``--torch-compile`` when asked.
+  BERT (``--no-native``); when asked (``--ways``), with ``--torch-compile``, and under three settings of OpenMP's
+  threads, which drive torch's CPU kernels: bound to cores (``OMP_PROC_BIND=close OMP_PLACES=cores``), spinning
+  between kernels (``OMP_WAIT_POLICY=active``) and one thread (``OMP_NUM_THREADS=1``: what the second core gives).
 
 Training time excludes evaluation. MFU is the model FLOP/s (6 x non-embedding parameters x real tokens, plus
 attention 12 x layers x hidden x length^2 per text) over the matrix-product ceiling measured at the start of the run,
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -49,11 +52,20 @@ ROWS = {  # name: (description, seeds: "all" or 1)
     "bertfit_dense": ("bertfit --no-lazy-embeddings", 1),
     "bertfit_transformers": ("bertfit --no-native", 1),
     "bertfit_compile": ("bertfit --torch-compile", 1),
+    "bertfit_bind": ("bertfit, threads bound to cores", 1),
+    "bertfit_active": ("bertfit, OMP_WAIT_POLICY=active", 1),
+    "bertfit_1thread": ("bertfit, one thread", 1),
 }
+_OPT_IN = ("bertfit_compile", "bertfit_bind", "bertfit_active", "bertfit_1thread")  # rows run only when asked
 _BERTFIT_FLAGS = {  # the bertfit rows' flags beside the defaults
     "bertfit_dense": ["--no-lazy-embeddings"],
     "bertfit_transformers": ["--no-native"],
     "bertfit_compile": ["--torch-compile"],
+}
+_ENV = {  # the thread settings of OpenMP (torch's CPU threads here), set before the row's process starts
+    "bertfit_bind": {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"},
+    "bertfit_active": {"OMP_WAIT_POLICY": "active"},
+    "bertfit_1thread": {"OMP_NUM_THREADS": "1"},
 }
 
 
@@ -67,7 +79,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--model", default=None, help="model directory; default: the embedded all-MiniLM-L6-v2")
-    parser.add_argument("--ways", nargs="+", default=[w for w in ROWS if w != "bertfit_compile"], choices=list(ROWS))
+    parser.add_argument("--ways", nargs="+", default=[w for w in ROWS if w not in _OPT_IN], choices=list(ROWS))
     parser.add_argument("--child", help=argparse.SUPPRESS)  # run one row in this process
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -109,7 +121,7 @@ def _run(way: str, seed: int, args) -> dict:
         command += ["--lr", str(args.lr), "--model", args.model, "--data", str(args.data)]
         command += ["--validation", str(args.validation)]
         start = time.perf_counter()
-        subprocess.run(command, check=True, cwd=work)
+        subprocess.run(command, check=True, cwd=work, env=os.environ | _ENV.get(way, {}))
         row = json.loads(out.read_text())
     row["process_seconds"] = time.perf_counter() - start
     print(
