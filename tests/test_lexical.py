@@ -169,8 +169,8 @@ def test_multi_label_tasks_fit_no_head(tiny_config):
     assert clf.lexical_ is None and clf.card.training.lexical is None
 
 
-@pytest.mark.parametrize(("max_length", "epochs"), [(8, 2), (64, 4)])
-def test_epochs_default_to_two_for_long_documents(tiny_config, max_length, epochs):
+@pytest.mark.parametrize(("max_length", "epochs"), [(8, 3), (64, 4)])
+def test_epochs_default_to_fewer_for_long_documents(tiny_config, max_length, epochs):
     clf = train(tiny_config(epochs=None, max_length=max_length, lexical="off"), _long_rows())
     assert clf.card.training.config["epochs"] == epochs
     assert clf.card.training.history[-1]["epoch"] == epochs
