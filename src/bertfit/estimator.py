@@ -48,7 +48,7 @@ class BertfitClassifier(ClassifierMixin, BaseEstimator):
 
     Args:
         model_name_or_path: Encoder to fine-tune (local directory or hub id); None: the embedded default model.
-        epochs: Training epochs; None: 4, or 2 for long documents (see :class:`bertfit.TrainConfig`).
+        epochs: Training epochs; None: 4, or 3 for long documents (see :class:`bertfit.TrainConfig`).
         learning_rate: Peak learning rate of AdamW.
         batch_size: Texts per training step.
         max_length: Longest input in tokens; None: chosen from the training texts.
