@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import write_csv
 
-from bertfit import DataError, TextDataset, load_data
+from bertfit import ConfigError, DataError, TextDataset, load_data
 from bertfit.data import check_validation, iter_text_chunks, sorted_labels, train_val_split
 
 ROWS = [("good film", "pos"), ("bad film", "neg"), ("great plot", "pos")]
@@ -111,6 +111,29 @@ def test_encoding_option_reads_latin1(tmp_path):
     assert load_data(path, encoding="latin-1").texts == ["café"]
 
 
+@pytest.mark.parametrize(
+    ("name", "write", "match"),
+    [
+        ("d.csv", lambda p, c: p.write_bytes(gzip.compress(c)), r"is gzip-compressed, not CSV .* \(d\.csv\.gz\)"),
+        ("d.jsonl", lambda p, c: p.write_bytes(b"PK\x03\x04" + c), r"ZIP archive .*not JSONL .*save the sheet as CSV"),
+        ("d.tsv", lambda p, c: p.write_bytes(b"PAR1" + c), r"is a Parquet file, not TSV .*\.parquet suffix"),
+    ],
+)
+def test_misnamed_binary_file_is_named_for_what_it_is(tmp_path, name, write, match):
+    path = tmp_path / name
+    write(path, b"text,label\ngood,pos\nbad,neg\n")
+    with pytest.raises(DataError, match=match):
+        load_data(path)
+
+
+def test_utf16_file_gets_the_utf16_hint_and_reads_with_it(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\ncafé,pos\nthé,neg\n", encoding="utf-16")
+    with pytest.raises(DataError, match=r"not valid utf-8 .*--encoding utf-16 \(the file starts with a UTF-16"):
+        load_data(path)
+    assert load_data(path, encoding="utf-16").texts == ["café", "thé"]
+
+
 def test_empty_texts_are_dropped_with_a_count(tmp_path, caplog):
     path = write_csv(tmp_path / "d.csv", [("good", "pos"), ("", "neg"), ("   ", "pos"), ("bad", "neg")])
     with caplog.at_level(logging.WARNING, logger="bertfit"):
@@ -147,6 +170,28 @@ def test_split_refuses_classes_too_small():
     many = TextDataset([str(i) for i in range(12)], [str(i % 6) for i in range(12)])
     with pytest.raises(DataError, match="at least one row per class"):
         train_val_split(many, 0.1)
+
+
+def test_a_label_column_of_texts_is_pointed_out():
+    # Labels and texts swapped: one label per row cannot be split, and the message says which options to check.
+    ds = TextDataset(["pos", "neg"] * 20, [f"text number {i}" for i in range(40)])
+    with pytest.raises(DataError, match=r"and 30 more of .*40 distinct labels in 40 rows: check --text-column"):
+        train_val_split(ds, 0.2)
+
+
+def test_labels_joining_other_labels_suggest_label_sep(tmp_path, caplog):
+    rows = [("a", "joy"), ("b", "love"), ("c", "joy;love"), ("d", "Hello, world"), ("e", "world")]
+    with caplog.at_level(logging.WARNING, logger="bertfit"):
+        ds = load_data(write_csv(tmp_path / "d.csv", rows))
+    assert ds.classes == ["Hello, world", "joy", "joy;love", "love", "world"]  # read as given: a warning only
+    assert "1 label(s) of" in caplog.text and "with ';' (e.g. 'joy;love')" in caplog.text
+    assert "--label-sep ';'" in caplog.text and "','" not in caplog.text  # 'Hello' is no label: no hint for ','
+
+
+def test_text_and_label_column_must_differ(tmp_path):
+    path = write_csv(tmp_path / "d.csv", ROWS)
+    with pytest.raises(ConfigError, match="text_column and label_column are both 'text'"):
+        load_data(path, text_column="text", label_column="text")
 
 
 def test_validation_labels_must_occur_in_train(caplog):

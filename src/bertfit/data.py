@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .exceptions import DataError
+from .exceptions import ConfigError, DataError
 
 __all__ = [
     "TextDataset",
@@ -216,11 +216,17 @@ def load_data(
         DataError: The file is missing, empty, in an unknown format, undecodable, lacks a column or has it twice,
             holds a text that is not a string (a list, mapping, boolean, undecodable bytes), or has rows without
             labels (single-label) or no usable text at all.
+        ConfigError: ``text_column`` and ``label_column`` name the same column.
 
     >>> ds = load_data("examples/sms_spam.csv")  # doctest: +SKIP
     >>> ds = load_data("go_emotions/train.csv", label_column="labels", label_sep=";")  # doctest: +SKIP
     """
     path = Path(path)
+    if text_column == label_column:
+        raise ConfigError(
+            f"text_column and label_column are both {text_column!r}: the labels need a column of their own; name it "
+            "with --label-column (and the texts' with --text-column)"
+        )
     columns = read_columns(
         path, [text_column, label_column], text_column=text_column, sep=sep, encoding=encoding, split=split
     )
@@ -237,7 +243,28 @@ def load_data(
         )
     if multi_label:
         return TextDataset([texts[i] for i in keep], [label_set(labels[i], label_sep) for i in keep], str(path))
-    return TextDataset([texts[i] for i in keep], [labels[i].strip() for i in keep], str(path))
+    dataset = TextDataset([texts[i] for i in keep], [labels[i].strip() for i in keep], str(path))
+    _warn_joined_labels(dataset.classes, path)
+    return dataset
+
+
+def _warn_joined_labels(classes: list[str], path: Path) -> None:
+    # "joy;love" beside "joy" and "love": a multi-label file read without --label-sep, where every combination would
+    # silently become a class of its own. Only labels made wholly of other labels count, so "Hello, world" does not.
+    names = set(classes)
+    for sep in (";", "|", ","):
+        joined = [name for name in classes if sep in name and all(part.strip() in names for part in name.split(sep))]
+        if joined:
+            logger.warning(
+                "%d label(s) of %s join other labels with %r (e.g. %r): if a text can carry several labels, pass "
+                "--label-sep %r to train a multi-label model; as read, each combination is a class of its own",
+                len(joined),
+                path,
+                sep,
+                joined[0],
+                sep,
+            )
+            return
 
 
 def _require_labels(labels: list, path: Path, label_column: str) -> None:
@@ -344,11 +371,16 @@ def train_val_split(dataset: TextDataset, val_size: float = 0.1, seed: int = 42)
 
 def _single_label_strata(dataset: TextDataset, n_val: int, val_size: float) -> list[str]:
     counts = dataset.label_counts()
-    small = {label: n for label, n in counts.items() if n < 2}
+    small = sorted(label for label, n in counts.items() if n < 2)
     if small:
+        more = f" and {len(small) - 10} more" if len(small) > 10 else ""
+        # Nearly one label per row: the label column most likely holds the texts (or ids).
+        textlike = len(counts) > len(dataset) / 2
+        hint = f"; {len(counts)} distinct labels in {len(dataset)} rows: check --text-column/--label-column"
+        hint = hint if textlike else ""
         raise DataError(
-            f"cannot make a stratified split: class(es) {sorted(small)} of {dataset.source} have a single row; "
-            "add more examples of those classes, remove them, or pass a --validation file"
+            f"cannot make a stratified split: class(es) {small[:10]}{more} of {dataset.source} have a single row; "
+            f"add more examples of those classes, remove them, or pass a --validation file{hint}"
         )
     if n_val < len(counts) or len(dataset) - n_val < len(counts):
         raise DataError(
@@ -430,6 +462,7 @@ def _read_chunks(
             raise DataError(f"data file {path} is empty; give a file with a header and labelled rows")
         _check_encoding(encoding)
         kind = _format_of(path, sep)
+        _refuse_misnamed_binary(path, kind)
         frames = _READERS[kind](path, sep=sep, encoding=encoding, chunk_size=chunk_size, columns=columns)
     where = "its header" if kind in ("csv", "tsv") else "its columns"
     try:
@@ -442,7 +475,7 @@ def _read_chunks(
     except UnicodeDecodeError as err:
         raise DataError(
             f"{path} is not valid {encoding} text ({err.reason} at byte {err.start}); pass the file's encoding, "
-            "e.g. --encoding latin-1"
+            f"e.g. {_encoding_hint(path)}"
         ) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"data file {path} is empty; give a file with a header and labelled rows") from None
@@ -454,6 +487,34 @@ def _read_chunks(
             f"could not read {path} as {kind.upper() if kind in _READERS else kind}: {str(err).strip()}; "
             f"{fix or 'check the file format'}"
         ) from None
+
+
+# Binary files that a text reader would only report as undecodable bytes: (leading bytes, what it is, the fix).
+_BINARY_SIGNATURES = (
+    (b"\x1f\x8b", "gzip-compressed", "add .gz to its name ({name}.gz) so bertfit decompresses it"),
+    (b"PAR1", "a Parquet file", "give it a .parquet suffix"),
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook is one)", "save the sheet as CSV, or unzip the file"),
+)
+
+
+def _refuse_misnamed_binary(path: Path, kind: str) -> None:
+    if kind == "parquet" or path.suffix.lower() == ".gz":
+        return
+    with _open_bytes(path) as file:
+        head = file.read(4)
+    for signature, what, fix in _BINARY_SIGNATURES:
+        if head.startswith(signature):
+            raise DataError(
+                f"{path} is {what}, not {kind.upper()} text as its name says; {fix.format(name=path.name)}"
+            )
+
+
+def _encoding_hint(path: Path) -> str:
+    with _open_bytes(path) as file:
+        head = file.read(2)
+    if head in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark: Excel's "Unicode text", Windows tools
+        return "--encoding utf-16 (the file starts with a UTF-16 byte-order mark)"
+    return "--encoding latin-1"
 
 
 def _check_encoding(encoding: str) -> None:
@@ -488,6 +549,10 @@ def _format_of(path: Path, sep: str | None) -> str:
 def _open_text(path: Path, encoding: str, newline: str | None = None):
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     return opener(path, "rt", encoding=encoding, newline=newline)
+
+
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
 
 
 def _read_delimited(path: Path, *, sep: str | None, encoding: str, chunk_size: int | None, columns, default: str):
