@@ -120,6 +120,12 @@ def test_plain_hf_classifier_loads_with_its_labels(tiny_model_dir, tmp_path):
     assert clf.predict("good") in {"x", "y", "z"}
 
 
+def test_base_model_without_a_trained_head_is_refused(tiny_model_dir):
+    # The fixture is a BertModel checkpoint: a classifier loaded from it would have a random head.
+    with pytest.raises(ModelError, match=r"not a trained classifier: .*lack 2 tensor\(s\) .*classifier\.bias"):
+        TextClassifier.from_pretrained(tiny_model_dir)
+
+
 def test_default_model_is_found_by_package_metadata_and_verified():
     path = default_model_path()
     assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()

@@ -228,7 +228,10 @@ class TextClassifier(Predictor):
         if native is not None:  # a BERT that bertfit trained: predicts without importing transformers
             model = tokenizer = None
         else:
-            model = load_sequence_classifier(str(path), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+            model, loading = load_sequence_classifier(
+                str(path), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, output_loading_info=True
+            )
+            _refuse_random_weights(path, loading["missing_keys"])
             tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code)
         card = files.card or _card_of_plain_model(model, tokenizer, path)
         lexical = load_lexical(path, card.labels)
@@ -256,6 +259,19 @@ class TextClassifier(Predictor):
         model, tokenizer = native[:2] if native is not None else (self.model_, self.tokenizer_)
         parts = (model, tokenizer, self.card_, self.metrics_, self.validation_predictions_)
         return save_model(path, *parts, lexical=self.lexical_, overwrite=overwrite)
+
+
+def _refuse_random_weights(path: Path, missing: set[str]) -> None:
+    # transformers initializes the weights a checkpoint lacks at random and only logs it: a base model's head, so
+    # every prediction would be noise that changes from one load to the next.
+    if missing:
+        names = sorted(missing)
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        raise ModelError(
+            f"{path} is not a trained classifier: its weights lack {len(names)} tensor(s) of the classification "
+            f"model ({shown}), which would be drawn at random; a base model is fine-tuned first (bertfit train "
+            f"--model {path} --data FILE), and predict, evaluate and serve take the --output-dir of that run"
+        )
 
 
 def _card_of_plain_model(model, tokenizer, path: Path) -> ModelCard:
