@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import sentiment_rows
 
-from bertfit import DataError, OutputExistsError, TextClassifier, TextDataset, train
+from bertfit import ConfigError, DataError, OutputExistsError, TextClassifier, TextDataset, train
 from bertfit.features import choose_max_length
 from bertfit.hardware import resolve_precision
 from bertfit.trainer import format_history
@@ -102,6 +102,14 @@ def test_single_class_and_unknown_validation_labels(tiny_config):
         train(tiny_config(), TextDataset(["a", "b"], ["x", "x"]))
     with pytest.raises(DataError, match=r"validation labels \['z'\]"):
         train(tiny_config(), _dataset(), TextDataset(["a"], ["z"]))
+
+
+def test_max_length_past_the_position_table_is_refused_before_training(tiny_config, tmp_path):
+    # The tiny model has 64 positions: a 65-token window would index past the table in the first forward pass.
+    with pytest.raises(ConfigError, match=r"max_length 65 is longer .* reach 64 tokens; pass --max-length 64 or less"):
+        train(tiny_config(max_length=65, output_dir=str(tmp_path / "out")), _dataset())
+    assert not (tmp_path / "out").exists()
+    assert train(tiny_config(max_length=64, epochs=1), _dataset()).max_length == 64
 
 
 def test_validation_file_is_used_as_given(tiny_config):

@@ -25,6 +25,7 @@ __all__ = [
     "load_tokenizer",
     "load_sequence_classifier",
     "model_max_length",
+    "position_limit",
     "quiet_transformers",
     "DEFAULT_MODEL_PACKAGE",
     "DEFAULT_MODEL_NAME",
@@ -182,6 +183,17 @@ _POSITIONS_AFTER_PADDING = frozenset(
 _NO_LIMIT = 1_000_000  # tokenizers without a limit report a huge sentinel (int(1e30))
 
 
+def position_limit(model_config) -> int | None:
+    """The most tokens the model's position embeddings reach (a hard limit: a longer input indexes past the table),
+    or None when its config gives no ``max_position_embeddings``. See :func:`model_max_length`."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if getattr(model_config, "model_type", None) in _POSITIONS_AFTER_PADDING:
+        positions -= (getattr(model_config, "pad_token_id", None) or 0) + 1
+    return positions
+
+
 def model_max_length(tokenizer, model_config) -> int:
     """The longest input the model accepts in tokens, special tokens included: the smaller of what its position
     embeddings reach and the tokenizer's ``model_max_length``.
@@ -196,12 +208,8 @@ def model_max_length(tokenizer, model_config) -> int:
     >>> model_max_length(None, SimpleNamespace(model_type="roberta", max_position_embeddings=514, pad_token_id=1))
     512
     """
-    limits = []
-    positions = getattr(model_config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0:
-        if getattr(model_config, "model_type", None) in _POSITIONS_AFTER_PADDING:
-            positions -= (getattr(model_config, "pad_token_id", None) or 0) + 1
-        limits.append(positions)
+    positions = position_limit(model_config)
+    limits = [] if positions is None else [positions]
     tok_limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(tok_limit, (int, float)) and 0 < tok_limit < _NO_LIMIT:
         limits.append(int(tok_limit))

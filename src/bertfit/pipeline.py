@@ -29,6 +29,7 @@ from .backbone import (
     load_sequence_classifier,
     load_tokenizer,
     model_max_length,
+    position_limit,
     resolve_model,
 )
 from .baseline import frozen_embeddings
@@ -320,6 +321,7 @@ def _load_transformers(config: TrainConfig, model_path: str, labels: list[str], 
 def _features(config: TrainConfig, tokenizer, model, train_ds: TextDataset, val_ds: TextDataset) -> _Features:
     # The training texts are tokenized once at the model limit: their lengths choose max_length, and only the texts
     # longer than that are tokenized again (cut shorter, or split into windows).
+    _check_max_length(config, model.config)
     cache = cache_directory(config.cache_dir)
     cut = config.max_length or model_max_length(tokenizer, model.config)
     first = tokenize_cached(tokenizer, train_ds.texts, cut, cache, desc="tokenizing train")
@@ -339,6 +341,17 @@ def _features(config: TrainConfig, tokenizer, model, train_ds: TextDataset, val_
     counted = float(np.mean([len(ids) > max_length for ids in first["input_ids"]])) if len(train_ds) else 0.0
     long_share = max(split, counted)
     return _Features(windowing, train, validation, long_share)
+
+
+def _check_max_length(config: TrainConfig, model_config) -> None:
+    # A window longer than the position table would index past it deep in the first forward pass.
+    limit = position_limit(model_config)
+    if config.max_length and limit is not None and config.max_length > limit:
+        raise ConfigError(
+            f"max_length {config.max_length} is longer than model {config.model_name_or_path!r} can read: its "
+            f"position embeddings reach {limit} tokens; pass --max-length {limit} or less (longer texts are split "
+            "into windows of that length with --long-text chunk, the default)"
+        )
 
 
 def _resolve_epochs(config: TrainConfig, features: _Features) -> TrainConfig:
