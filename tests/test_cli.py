@@ -271,3 +271,5 @@ def test_bad_input_exits_3_and_usage_errors_exit_2(trained_dir, tmp_path):
     assert run("predict", tmp_path / "missing", "good").exit_code == 3  # ModelError
     assert run("predict", trained_dir, "good", "--no-such-flag").exit_code == 2  # click's usage error
     assert run("predict", trained_dir, "good", "--num-workers", "many").exit_code == 2
+    result = run("serve", trained_dir, "--port", "99999")  # refused before the model loads or a socket opens
+    assert result.exit_code == 2 and "--port" in result.output and "Traceback" not in result.output

@@ -564,7 +564,7 @@ def serve(
         Path, typer.Argument(help="A model directory written by 'bertfit train', or an export of 'bertfit export'.")
     ],
     host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0: all).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
     max_batch_size: Annotated[
         int, typer.Option("--max-batch-size", min=1, help="Most texts per forward pass; 1 turns micro-batching off.")
     ] = 64,
