@@ -26,6 +26,21 @@ def test_use_before_fit_raises_not_fitted():
             call()
 
 
+def test_fit_refuses_misused_arguments_before_loading_a_model():
+    from bertfit import ConfigError, DataError, TrainConfig
+
+    texts, labels = ["good film", "bad film"] * 10, ["pos", "neg"] * 10
+    with pytest.raises(ConfigError, match=r"first argument is the model .*TextClassifier\(config=TrainConfig"):
+        TextClassifier(TrainConfig()).fit(texts, labels)
+    with pytest.raises(DataError, match="got one string; pass \\[text\\]"):
+        TextClassifier().fit("good film", ["pos"])
+    with pytest.raises(ConfigError, match=r"validation must be a \(texts, labels\) pair"):
+        TextClassifier().fit(texts, labels, validation=(["good"],))
+    for missing in (None, float("nan"), np.float32("nan")):  # would have been classes "None" and "nan"
+        with pytest.raises(DataError, match=r"10 text\(s\) of <memory> have no label \(None or NaN: rows 2, 4"):
+            TextClassifier().fit(texts, ["pos", missing] * 10)
+
+
 def test_predict_returns_label_names(clf):
     assert clf.labels == ["neg", "pos"]
     assert clf.predict("the film was superb") == "pos"

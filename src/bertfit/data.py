@@ -101,6 +101,13 @@ class TextDataset:
                 )
             object.__setattr__(self, "labels", _canonical_sets(self.labels))
         elif not all(isinstance(label, str) for label in self.labels):
+            # None and NaN (pandas' empty cell) would become classes named "None" and "nan".
+            missing = [i + 1 for i, label in enumerate(self.labels) if _is_missing(label)]
+            if missing:
+                raise DataError(
+                    f"{len(missing)} text(s) of {self.source} have no label (None or NaN: rows {_preview(missing)}); "
+                    "give every text a label, or drop those rows"
+                )
             object.__setattr__(self, "labels", [str(label) for label in self.labels])
 
     def __len__(self) -> int:
@@ -879,6 +886,10 @@ def _is_int(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
 def _preview(rows: list[int], limit: int = 5) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 from .backbone import MULTI_LABEL_PROBLEM, load_sequence_classifier, load_tokenizer, model_max_length
 from .card import ModelCard, read_model_files
 from .decision import DecisionRule
-from .exceptions import ModelError, NotFittedError
+from .exceptions import ConfigError, DataError, ModelError, NotFittedError
 from .features import Windowing
 from .hardware import default_device, resolve_precision
 from .inference import torch_logits
@@ -171,6 +171,15 @@ class TextClassifier(Predictor):
         from .data import TextDataset
         from .pipeline import fit
 
+        if isinstance(self.model_name_or_path, TrainConfig):
+            raise ConfigError(
+                "TextClassifier's first argument is the model to fine-tune; pass the TrainConfig as a keyword: "
+                "TextClassifier(config=TrainConfig(...))"
+            )
+        if isinstance(texts, str):
+            raise DataError("texts must be a sequence of strings, got one string; pass [text]")
+        if validation is not None and (isinstance(validation, str) or len(validation) != 2):
+            raise ConfigError("validation must be a (texts, labels) pair")
         config = self.config or TrainConfig()
         if self.model_name_or_path is not None:
             config = TrainConfig.from_dict({**config.to_dict(), "model_name_or_path": self.model_name_or_path})
