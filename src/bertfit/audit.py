@@ -178,13 +178,14 @@ def audit(
 
     >>> print(format_audit(audit("examples/sms_spam.csv", "spam-audit")))  # doctest: +SKIP
     """
+    from .data import data_source
     from .files import check_output_dir
 
     start = time.perf_counter()
     _check_options(folds, features, similarity)
     cleanlab = _cleanlab()
     if output_dir is not None:
-        check_output_dir(output_dir, overwrite)  # fail before the forward passes, not after
+        check_output_dir(output_dir, overwrite, [data_source(data)])  # fail before the forward passes, not after
     read = {"text_column": text_column, "label_column": label_column, "label_sep": label_sep}
     dataset, rows = _read(data, sep=sep, encoding=encoding, **read)
     notes = _check_data(dataset, folds)

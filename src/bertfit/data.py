@@ -45,6 +45,7 @@ __all__ = [
     "sorted_labels",
     "train_val_split",
     "check_validation",
+    "data_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -187,6 +188,11 @@ def sorted_labels(labels: Sequence[str]) -> list[str]:
     if all(_is_int(label) for label in distinct):
         return sorted(distinct, key=int)
     return sorted(distinct)
+
+
+def data_source(data: str | Path | TextDataset | None) -> str | None:
+    """The file a run reads ``data`` from (a path as given, or a dataset's ``source``), for messages and checks."""
+    return str(data) if isinstance(data, (str, Path)) else getattr(data, "source", None)
 
 
 def load_data(

@@ -88,7 +88,7 @@ def export_onnx(
     model_dir = Path(model_dir)
     output_dir = Path(output_dir) if output_dir is not None else default_export_dir(model_dir, quantize)
     clf = TextClassifier.from_pretrained(model_dir, device="cpu")
-    with atomic_directory(output_dir, overwrite) as staging:
+    with atomic_directory(output_dir, overwrite, inputs=[model_dir]) as staging:
         _export_graph(clf, staging / ONNX_FILE)
         if quantize == "int8":
             _quantize_int8(staging / ONNX_FILE)

@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,34 +25,45 @@ from .exceptions import OutputExistsError
 __all__ = ["atomic_directory", "atomic_file", "check_output_dir", "remove_stale_staging", "write_json", "read_json"]
 
 
-def check_output_dir(path: str | Path, overwrite: bool) -> None:
-    """Refuse an existing non-empty directory (or a file) at ``path`` unless ``overwrite``.
+def check_output_dir(path: str | Path, overwrite: bool, inputs: Iterable[str | Path | None] = ()) -> None:
+    """Refuse an existing non-empty directory (or a file) at ``path`` unless ``overwrite``; with ``overwrite``,
+    refuse it when replacing it would delete one of ``inputs`` (files or directories the run reads; names that are
+    not local paths, such as hub ids, are skipped) or the current directory.
 
     Raises:
-        OutputExistsError: ``path`` holds files and ``overwrite`` is False, or is a file.
+        OutputExistsError: ``path`` holds files and ``overwrite`` is False, is a file, or holds an input.
     """
     path = Path(path)
     if path.is_file():
         raise OutputExistsError(f"output path {path} is a file; choose a directory with --output-dir")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not overwrite:
         raise OutputExistsError(
             f"output directory {path} already exists and is not empty; pass --overwrite to "
             "replace it or choose another --output-dir"
         )
+    root = path.resolve()
+    named = [(Path(p), "an input of this run") for p in inputs if p] + [(Path.cwd(), "the current directory")]
+    for inside, what in named:
+        if not inside.exists() or (inside.resolve() != root and root not in inside.resolve().parents):
+            continue
+        lost = f"{path}, {what}" if inside.resolve() == root else f"{path} and with it {inside}, {what}"
+        raise OutputExistsError(f"--overwrite would replace {lost}; choose another --output-dir")
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | Path, overwrite: bool) -> Iterator[Path]:
+def atomic_directory(path: str | Path, overwrite: bool, inputs: Iterable[str | Path | None] = ()) -> Iterator[Path]:
     """Yield a staging directory beside ``path`` that replaces ``path`` only when the block succeeds.
 
     >>> with atomic_directory("runs/spam", overwrite=True) as staging:  # doctest: +SKIP
     ...     (staging / "config.json").write_text("{}")
 
     Raises:
-        OutputExistsError: ``path`` holds files and ``overwrite`` is False.
+        OutputExistsError: As :func:`check_output_dir` (``inputs`` as there).
     """
     path = Path(path).absolute()
-    check_output_dir(path, overwrite)
+    check_output_dir(path, overwrite, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(path)
     staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(path, "tmp"), dir=path.parent))

@@ -13,7 +13,7 @@ from .baseline import format_baselines
 from .card import REPORT_FILE
 from .checkpoint import RESUME_HINT
 from .config import TrainConfig
-from .data import TextDataset
+from .data import TextDataset, data_source
 from .files import check_output_dir
 from .hub import check_push, push_to_hub
 from .metrics import format_metrics
@@ -63,7 +63,8 @@ def train(
     """
     if config.output_dir:
         # Every rank of a distributed run checks before training; only rank 0 writes, after training.
-        check_output_dir(config.output_dir, config.overwrite)  # fail before minutes of training, not after
+        inputs = (*map(data_source, (train_data, validation_data)), config.model_name_or_path)
+        check_output_dir(config.output_dir, config.overwrite, inputs)  # fail before minutes of training, not after
     if config.push_to_hub:
         check_push(config.push_to_hub, config.output_dir)  # a missing token or a malformed id: before training too
     tracker = Tracker(config, main_process=is_main_process())

@@ -40,7 +40,7 @@ from typing import Any
 
 from .card import SearchRecord
 from .config import TrainConfig
-from .data import TextDataset
+from .data import TextDataset, data_source
 from .exceptions import ConfigError, MissingDependencyError, TrainingError, TrainingInterrupted
 from .files import check_output_dir
 from .model import TextClassifier
@@ -177,7 +177,8 @@ def tune(
     optuna = _optuna()
     space = _check(config, trials, time_budget, space or SearchSpace())
     if config.output_dir:
-        check_output_dir(config.output_dir, config.overwrite)  # fail before the trials, not after
+        inputs = (*map(data_source, (train_data, validation_data)), config.model_name_or_path)
+        check_output_dir(config.output_dir, config.overwrite, inputs)  # fail before the trials, not after
     base = replace(config, output_dir=None, baselines=False)  # trials write nothing and fit no baselines
     prepared = prepare(base, train_data, validation_data)
     maximize = config.metric_for_best_model != "loss"
