@@ -77,6 +77,10 @@ def test_train_evaluate_predict_end_to_end(tiny_model_dir, sentiment_csv, tmp_pa
     assert run("predict", out, "--input", sentiment_csv, "--output", jsonl).exit_code == 0
     assert len(jsonl.read_text().splitlines()) == 120
     assert run("predict", out, "--input", sentiment_csv, "--output", jsonl).exit_code == 3  # exists, no --overwrite
+    before = sentiment_csv.read_bytes()
+    result = run("predict", out, "--input", sentiment_csv, "--output", sentiment_csv, "--overwrite")
+    _expect_error(result, "OutputExistsError", "is the --input file")
+    assert sentiment_csv.read_bytes() == before
 
 
 def test_config_file_and_flags_win(tiny_model_dir, sentiment_csv, tmp_path):

@@ -109,7 +109,7 @@ def predict_file(
 
     Raises:
         DataError: The input cannot be read or the output format is unknown.
-        OutputExistsError: ``output_path`` exists and ``overwrite`` is False.
+        OutputExistsError: ``output_path`` exists and ``overwrite`` is False, or is the input file.
     """
     if num_workers > 1:  # small tasks keep every worker busy and need little buffering to keep the order
         chunk_size = min(chunk_size, _WORKER_CHUNK_SIZE)
@@ -125,6 +125,11 @@ def predict_file(
     if output_path.exists() and not overwrite:
         raise OutputExistsError(
             f"output file {output_path} already exists; pass --overwrite or choose another --output"
+        )
+    if output_path.exists() and str(input_path) != STDIO and output_path.resolve() == Path(input_path).resolve():
+        raise OutputExistsError(
+            f"--output {output_path} is the --input file: --overwrite would replace it, and the columns other than "
+            "the texts, with the predictions; choose another --output"
         )
     with atomic_file(output_path, newline="") as handle:
         chunks = _text_chunks(input_path, text_column, sep, encoding, chunk_size)
