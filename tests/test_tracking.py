@@ -74,6 +74,22 @@ def test_missing_tracker_package_names_the_install_line(tiny_config, sentiment_c
         train(tiny_config(track="wandb"), sentiment_csv)
 
 
+def test_a_tracker_that_cannot_open_a_run_stops_before_the_model_loads(
+    tiny_config, sentiment_csv, tmp_path, monkeypatch
+):
+    pytest.importorskip("tensorboard")  # the track extra; a dev dependency: present in CI
+    from bertfit import pipeline
+
+    loads = []
+    monkeypatch.setattr(pipeline, "_load", lambda *args: loads.append(args))
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the log directory would go")
+    config = tiny_config(track="tensorboard", tracking_uri=str(blocked), output_dir=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match=r"--track tensorboard could not open a run at .*file: .*pass a writable"):
+        train(config, sentiment_csv)
+    assert loads == [] and not (tmp_path / "out").exists()
+
+
 def _logged_points(log_history: list[dict]) -> dict[str, dict[int, float]]:
     """What the trainer sent to the tracker: each logged number by name and optimizer step."""
     points: dict[str, dict[int, float]] = {}

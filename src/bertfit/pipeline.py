@@ -158,18 +158,18 @@ def fit(
     class_weights = stage.class_weight_vector(config.class_weights, train_ds.labels, train_ds.classes)
     precision = resolve_precision(config.precision)
     logger.info("precision: %s on %s (weights and optimizer state stay fp32; set --precision)", *precision)
-    _seed(config.seed)
-    model, tokenizer = _load(config, train_ds, decision, class_weights)
-    features = prepared.features if prepared else _features(config, tokenizer, model, train_ds, val_ds)
-    config = _resolve_epochs(config, features)
-    setup_seconds = time.perf_counter() - entered
-    embeddings = None
-    if config.baselines and stage.is_main_process():  # with the pretrained weights, while the model still has them
-        size = features.windowing.max_length
-        texts, cache = (train_ds.texts, val_ds.texts), cache_directory(config.cache_dir)
-        embeddings = frozen_embeddings(model, tokenizer, *texts, size, config.eval_batch_size, cache_dir=cache)
-    tracker.start()
+    tracker.start()  # a tracker that cannot open a run fails here, before the model loads
     with tracker.closing_on_error():
+        _seed(config.seed)  # after the tracker's start, which may draw random numbers
+        model, tokenizer = _load(config, train_ds, decision, class_weights)
+        features = prepared.features if prepared else _features(config, tokenizer, model, train_ds, val_ds)
+        config = _resolve_epochs(config, features)
+        setup_seconds = time.perf_counter() - entered
+        embeddings = None
+        if config.baselines and stage.is_main_process():  # with the pretrained weights, while the model has them
+            size = features.windowing.max_length
+            texts, cache = (train_ds.texts, val_ds.texts), cache_directory(config.cache_dir)
+            embeddings = frozen_embeddings(model, tokenizer, *texts, size, config.eval_batch_size, cache_dir=cache)
         splits, checkpoints = (train_ds, val_ds), (checkpointer, resume)
         hooks = (tracker, checkpoints, on_evaluate)
         result = _train(model, tokenizer, config, precision, features, splits, decision, class_weights, *hooks)

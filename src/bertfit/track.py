@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
-from .exceptions import MissingDependencyError
+from .exceptions import ConfigError, MissingDependencyError
 
 __all__ = ["Tracker", "DEFAULT_TRACKING_URIS"]
 
@@ -54,15 +54,28 @@ class Tracker:
         return Path(self.config.output_dir).name if self.config.output_dir else None
 
     def start(self) -> None:
-        """Open the run."""
-        if self.kind == "mlflow":
-            self._run = _start_mlflow(self.uri, self.run_name)
-        elif self.kind == "tensorboard":
-            self._run = _summary_writer(os.path.join(self.uri, self.run_name or "run"))
-        elif self.kind == "wandb":
-            import wandb
+        """Open the run.
 
-            self._run = wandb.init(project=os.environ.get("WANDB_PROJECT", "bertfit"), name=self.run_name)
+        Raises:
+            ConfigError: The tracker could not open a run (a server that does not answer, no wandb login, a log
+                directory that cannot be written): before any training step.
+        """
+        try:
+            if self.kind == "mlflow":
+                self._run = _start_mlflow(self.uri, self.run_name)
+            elif self.kind == "tensorboard":
+                self._run = _summary_writer(os.path.join(self.uri, self.run_name or "run"))
+            elif self.kind == "wandb":
+                import wandb
+
+                self._run = wandb.init(project=os.environ.get("WANDB_PROJECT", "bertfit"), name=self.run_name)
+        except Exception as err:  # whatever the tracker's library raises: its own exception classes differ
+            logger.debug("--track %s could not open a run", self.kind, exc_info=True)
+            first = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"--track {self.kind} could not open a run at {self.uri or 'its default place'}: {first}; "
+                f"{_START_FIXES[self.kind]}"
+            ) from None
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Log the training parameters."""
@@ -121,6 +134,13 @@ class Tracker:
             elif run is not None:
                 run.finish(exit_code=1)
             raise
+
+
+_START_FIXES = {
+    "mlflow": "check --tracking-uri (is the server up?), or leave it unset to log to a local ./mlruns",
+    "tensorboard": "pass a writable --tracking-uri directory",
+    "wandb": "log in with 'wandb login' or set WANDB_API_KEY, or set WANDB_MODE=offline to log locally",
+}
 
 
 def _start_mlflow(uri: str, run_name: str | None):
