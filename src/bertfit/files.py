@@ -44,11 +44,11 @@ def check_output_dir(path: str | Path, overwrite: bool, inputs: Iterable[str | P
             "replace it or choose another --output-dir"
         )
     root = path.resolve()
-    named = [(Path(p), "an input of this run") for p in inputs if p] + [(Path.cwd(), "the current directory")]
+    named = [(Path(p), "an input of this run") for p in inputs if p] + [(Path("."), "the current directory")]
     for inside, what in named:
         if not inside.exists() or (inside.resolve() != root and root not in inside.resolve().parents):
             continue
-        lost = f"{path}, {what}" if inside.resolve() == root else f"{path} and with it {inside}, {what}"
+        lost = f"{path}, {what}" if inside.resolve() == root else f"{path} and with it {inside.resolve()}, {what}"
         raise OutputExistsError(f"--overwrite would replace {lost}; choose another --output-dir")
 
 
