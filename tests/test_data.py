@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import write_csv
 
-from bertfit import ConfigError, DataError, TextDataset, load_data
+from bertfit import DataError, TextDataset, load_data
 from bertfit.data import check_validation, iter_text_chunks, sorted_labels, train_val_split
 
 ROWS = [("good film", "pos"), ("bad film", "neg"), ("great plot", "pos")]
@@ -190,7 +190,7 @@ def test_labels_joining_other_labels_suggest_label_sep(tmp_path, caplog):
 
 def test_text_and_label_column_must_differ(tmp_path):
     path = write_csv(tmp_path / "d.csv", ROWS)
-    with pytest.raises(ConfigError, match="text_column and label_column are both 'text'"):
+    with pytest.raises(DataError, match="text_column and label_column are both 'text'"):
         load_data(path, text_column="text", label_column="text")
 
 

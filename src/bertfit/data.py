@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .exceptions import ConfigError, DataError
+from .exceptions import DataError
 
 __all__ = [
     "TextDataset",
@@ -228,15 +228,14 @@ def load_data(
     Raises:
         DataError: The file is missing, empty, in an unknown format, undecodable, lacks a column or has it twice,
             holds a text that is not a string (a list, mapping, boolean, undecodable bytes), or has rows without
-            labels (single-label) or no usable text at all.
-        ConfigError: ``text_column`` and ``label_column`` name the same column.
+            labels (single-label) or no usable text at all, or ``text_column`` and ``label_column`` are the same.
 
     >>> ds = load_data("examples/sms_spam.csv")  # doctest: +SKIP
     >>> ds = load_data("go_emotions/train.csv", label_column="labels", label_sep=";")  # doctest: +SKIP
     """
     path = Path(path)
     if text_column == label_column:
-        raise ConfigError(
+        raise DataError(
             f"text_column and label_column are both {text_column!r}: the labels need a column of their own; name it "
             "with --label-column (and the texts' with --text-column)"
         )
