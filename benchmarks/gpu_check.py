@@ -155,8 +155,10 @@ def _precision_checks(device: str) -> dict:
 
 
 def _training(model_dir: Path, texts, labels, args, ceiling: float) -> dict:
+    trained_dir = model_dir.with_name(f"{model_dir.name}-trained")  # prediction and serving use the trained model
     config = TrainConfig(
         model_name_or_path=str(model_dir),
+        output_dir=str(trained_dir),
         epochs=1 if args.tiny else 2,
         batch_size=64,
         learning_rate=1e-4,
@@ -172,7 +174,7 @@ def _training(model_dir: Path, texts, labels, args, ceiling: float) -> dict:
     seconds = record.train_seconds - eval_seconds
     flops = _flops(clf.model_, record.train_tokens, texts, clf.tokenizer_, config.epochs)
     result = {
-        "model_dir": str(model_dir),
+        "model_dir": str(trained_dir),
         "train_seconds": round(seconds, 2),
         "tokens_per_second": round(record.train_tokens / seconds),
         "mfu_vs_ceiling": round(flops / seconds / ceiling, 4),
