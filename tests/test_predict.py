@@ -8,9 +8,10 @@ import json
 import sys
 from types import SimpleNamespace
 
+import pytest
 from conftest import write_csv
 
-from bertfit import TextClassifier, predict_file
+from bertfit import ConfigError, DataError, TextClassifier, predict_file
 from bertfit.predict import stdin_chunks
 
 
@@ -28,6 +29,35 @@ def test_streaming_prediction_keeps_the_input_order(trained_dir, tmp_path):
     assert predict_file(clf, source, tmp_path / "out.csv", chunk_size=50) == 50
     with open(tmp_path / "out.csv", newline="") as handle:
         assert [row["text"] for row in csv.DictReader(handle)] == texts
+
+
+def test_kept_columns_stay_beside_their_rows(trained_dir, tmp_path):
+    clf = TextClassifier.from_pretrained(trained_dir, batch_size=4)
+    texts = [("the film was very " * (i % 5)) + ("good" if i % 3 else "awful") for i in range(30)]
+    rows = [(f"id-{i}", t, ["a", "b"] if i % 2 else None) for i, t in enumerate(texts)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": t, "tags": g}) + "\n" for i, t, g in rows))
+    for workers in (1, 2):  # several workers read ahead: the kept cells must still meet their own rows
+        out = tmp_path / f"out{workers}.jsonl"
+        predict_file(clf, source, out, chunk_size=4, keep_columns=["id", "tags"], num_workers=workers)
+        written = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [(r["id"], r["text"], r["tags"]) for r in written] == [(i, t, g) for i, t, g in rows]
+        assert list(written[0])[:3] == ["id", "tags", "text"]
+    predict_file(clf, source, tmp_path / "out.csv", keep_columns=["tags"])
+    with open(tmp_path / "out.csv", newline="") as handle:
+        assert [row["tags"] for row in csv.DictReader(handle)][:2] == ["", "a;b"]  # a list cell joined as labels are
+
+
+def test_kept_columns_are_checked(trained_dir, tmp_path):
+    clf = TextClassifier.from_pretrained(trained_dir)
+    source = write_csv(tmp_path / "in.csv", [("good", "pos")], header=("text", "label"))
+    with pytest.raises(ConfigError, match=r"\['label'\] would share a name with the prediction columns"):
+        predict_file(clf, source, tmp_path / "a.csv", keep_columns=["label"])
+    with pytest.raises(DataError, match=r"--keep-columns \['id'\] are not columns of .*found \['label', 'text'\]"):
+        predict_file(clf, source, tmp_path / "b.csv", keep_columns=["id"])
+    with pytest.raises(ConfigError, match="needs an --input file"):
+        predict_file(clf, "-", tmp_path / "c.csv", keep_columns=["id"])
+    assert not any(tmp_path.glob("[abc].csv"))
 
 
 class _LazyLines(io.RawIOBase):

@@ -513,6 +513,13 @@ def predict(
     text_column: Annotated[
         str, typer.Option("--text-column", help="Column of --input (field of JSONL stdin) holding the texts.")
     ] = "text",
+    keep_columns: Annotated[
+        str | None,
+        typer.Option(
+            "--keep-columns",
+            help="Comma-separated columns of --input to write beside each prediction, first (e.g. id).",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", metavar=_FLAG, help="Replace an existing --output file.")
     ] = False,
@@ -544,11 +551,14 @@ def predict(
         raise ConfigError("give texts as arguments (- reads them from stdin), or --input FILE (- for stdin)")
     if output_file and not (input_file or from_stdin):
         raise ConfigError("--output takes the predictions of --input FILE (or of - : texts from stdin)")
+    keep = [column.strip() for column in (keep_columns or "").split(",") if column.strip()]
+    if keep and not input_file:
+        raise ConfigError("--keep-columns names columns of --input FILE; texts given as arguments have none")
     clf = load_classifier(model_dir, precision=precision, allow_pickle=allow_pickle)
     if input_file or output_file:  # a table, CSV or JSONL, to a file or stdout
         read = {"text_column": text_column, "sep": sep, "encoding": encoding, "num_workers": num_workers}
         write = {"output_format": "jsonl" if as_json else "csv", "overwrite": overwrite, "label_sep": label_sep}
-        count = predict_file(clf, input_file or STDIO, output_file, **read, **write)
+        count = predict_file(clf, input_file or STDIO, output_file, keep_columns=keep, **read, **write)
         if output_file is not None and str(output_file) != STDIO:
             typer.echo(f"wrote {count} predictions to {output_file}")
         return

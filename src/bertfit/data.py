@@ -42,6 +42,7 @@ __all__ = [
     "label_set",
     "read_columns",
     "iter_text_chunks",
+    "iter_row_chunks",
     "sorted_labels",
     "train_val_split",
     "check_validation",
@@ -336,15 +337,38 @@ def iter_text_chunks(
     Raises:
         DataError: As :func:`load_data`.
     """
+    for texts, _ in iter_row_chunks(path, text_column, sep=sep, encoding=encoding, chunk_size=chunk_size):
+        yield texts
+
+
+def iter_row_chunks(
+    path: str | Path,
+    text_column: str = "text",
+    keep: Sequence[str] = (),
+    *,
+    sep: str | None = None,
+    encoding: str = "utf-8",
+    chunk_size: int = 10_000,
+) -> Iterator[tuple[list[str], dict[str, list]]]:
+    """As :func:`iter_text_chunks`, with the cells of the ``keep`` columns of the same rows: ``(texts, {column:
+    cells})`` per chunk, each cell a string, None where empty, or a tuple of strings for a list cell.
+
+    Raises:
+        DataError: As :func:`load_data`, or a ``keep`` column is not in the file.
+    """
     path = Path(path)
     first_row = 1
-    for frame in _read_chunks(
-        path, sep=sep, encoding=encoding, split=None, chunk_size=chunk_size, columns=[text_column]
-    ):
+    columns = [text_column, *[column for column in keep if column != text_column]]
+    for frame in _read_chunks(path, sep=sep, encoding=encoding, split=None, chunk_size=chunk_size, columns=columns):
+        absent = [column for column in keep if column not in frame.columns]
+        if absent:
+            found = sorted(str(c) for c in frame.columns)
+            raise DataError(f"--keep-columns {absent} are not columns of {path} (found {found}); name columns it has")
         _require_columns(frame, [text_column], path)
         texts = _column_cells(frame[text_column].tolist(), text_column, path, texts=True, first_row=first_row)
+        kept = {c: _column_cells(frame[c].tolist(), c, path, texts=False, first_row=first_row) for c in keep}
         first_row += len(frame)
-        yield [text or "" for text in texts]
+        yield [text or "" for text in texts], kept
 
 
 def train_val_split(dataset: TextDataset, val_size: float = 0.1, seed: int = 42) -> tuple[TextDataset, TextDataset]:

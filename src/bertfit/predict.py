@@ -15,11 +15,11 @@ import logging
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from .exceptions import DataError, OutputExistsError
+from .exceptions import ConfigError, DataError, OutputExistsError
 from .files import atomic_file
 from .model import load_classifier
 from .predictor import Predictor
@@ -91,6 +91,7 @@ def predict_file(
     num_workers: int = 1,
     label_sep: str | None = None,
     output_format: str = "csv",
+    keep_columns: Sequence[str] = (),
 ) -> int:
     """Predict every text of ``input_path`` and write its prediction rows (see
     :meth:`bertfit.predictor.Predictor.prediction_rows`) to ``output_path``.
@@ -101,6 +102,9 @@ def predict_file(
     model's ``labels`` are a list in JSONL and one cell joined by ``label_sep`` in CSV (default: the separator the
     model was trained with, else ``";"``).
 
+    ``keep_columns`` of the input (e.g. an id) are written too, first, each row beside its prediction; a file input
+    only, and no name that a prediction column has.
+
     ``input_path`` ``"-"`` reads the texts from stdin (see :func:`stdin_chunks`); ``output_path`` ``"-"`` or None
     writes to stdout in ``output_format`` (``"csv"`` or ``"jsonl"``), a chunk at a time as each is predicted.
 
@@ -108,16 +112,18 @@ def predict_file(
         The number of rows written.
 
     Raises:
-        DataError: The input cannot be read or the output format is unknown.
+        DataError: The input cannot be read, lacks a ``keep_columns`` column, or the output format is unknown.
+        ConfigError: ``keep_columns`` with stdin, or naming a prediction column.
         OutputExistsError: ``output_path`` exists and ``overwrite`` is False, or is the input file.
     """
     if num_workers > 1:  # small tasks keep every worker busy and need little buffering to keep the order
         chunk_size = min(chunk_size, _WORKER_CHUNK_SIZE)
+    keep = _check_keep_columns(classifier, list(keep_columns), input_path)
     if output_path is None or str(output_path) == STDIO:
         if output_format not in _OUTPUT_FORMATS.values():
             raise DataError(f"unknown output format {output_format!r}; use csv or jsonl")
-        chunks = _text_chunks(input_path, text_column, sep, encoding, chunk_size)
-        return _write_rows(classifier, chunks, sys.stdout, output_format, label_sep, num_workers, lineterminator="\n")
+        chunks = _row_chunks(input_path, text_column, keep, sep, encoding, chunk_size)
+        return _write_rows(classifier, chunks, sys.stdout, output_format, label_sep, num_workers, keep, "\n")
     output_path = Path(output_path)
     kind = _OUTPUT_FORMATS.get(output_path.suffix.lower())
     if kind is None:
@@ -132,36 +138,66 @@ def predict_file(
             "the texts, with the predictions; choose another --output"
         )
     with atomic_file(output_path, newline="") as handle:
-        chunks = _text_chunks(input_path, text_column, sep, encoding, chunk_size)
-        return _write_rows(classifier, chunks, handle, kind, label_sep, num_workers)
+        chunks = _row_chunks(input_path, text_column, keep, sep, encoding, chunk_size)
+        return _write_rows(classifier, chunks, handle, kind, label_sep, num_workers, keep)
 
 
-def _text_chunks(input_path, text_column: str, sep, encoding: str, chunk_size: int) -> Iterator[list[str]]:
+def _check_keep_columns(classifier: Predictor, keep: list[str], input_path) -> list[str]:
+    if keep and str(input_path) == STDIO:
+        raise ConfigError("--keep-columns needs an --input file: stdin lines carry only their texts")
+    taken = set(_fields(classifier)) & set(keep)
+    if taken:
+        raise ConfigError(
+            f"--keep-columns {sorted(taken)} would share a name with the prediction columns {_fields(classifier)}; "
+            "keep other columns (a gold label column is scored by 'bertfit evaluate')"
+        )
+    return list(dict.fromkeys(keep))
+
+
+def _fields(classifier: Predictor) -> list[str]:
+    predicted = ["labels"] if classifier.multi_label else ["label", "score"]
+    return ["text", *predicted] + [f"prob_{label}" for label in classifier.labels]
+
+
+def _row_chunks(input_path, text_column: str, keep: list[str], sep, encoding: str, chunk_size: int):
+    # (texts, {kept column: cells}) per chunk, in input order.
     if str(input_path) == STDIO:
-        return stdin_chunks(text_column, encoding=encoding, chunk_size=min(chunk_size, STDIN_CHUNK_SIZE))
-    from .data import iter_text_chunks  # pandas: only where a file is read
+        texts = stdin_chunks(text_column, encoding=encoding, chunk_size=min(chunk_size, STDIN_CHUNK_SIZE))
+        return ((chunk, {}) for chunk in texts)
+    from .data import iter_row_chunks  # pandas: only where a file is read
 
-    return iter_text_chunks(input_path, text_column, sep=sep, encoding=encoding, chunk_size=chunk_size)
+    return iter_row_chunks(input_path, text_column, keep, sep=sep, encoding=encoding, chunk_size=chunk_size)
 
 
 def _write_rows(
     classifier: Predictor,
-    chunks: Iterable[list[str]],
+    chunks: Iterable[tuple[list[str], dict[str, list]]],
     handle: TextIO,
     kind: str,
     label_sep: str | None,
     num_workers: int,
+    keep: list[str],
     lineterminator: str = "\r\n",
 ) -> int:
-    # The rows of every chunk, in input order, as CSV (header first) or JSONL; flushed after each chunk.
-    predicted = ["labels"] if classifier.multi_label else ["label", "score"]
-    fields = ["text", *predicted] + [f"prob_{label}" for label in classifier.labels]
+    # The rows of every chunk, in input order, as CSV (header first) or JSONL; flushed after each chunk. The kept
+    # cells of a chunk wait in `kept` while its texts are predicted (read-ahead with several workers).
+    fields = [*keep, *_fields(classifier)]
     joiner = label_sep or label_separator(classifier)
     writer = csv.DictWriter(handle, fieldnames=fields, lineterminator=lineterminator) if kind == "csv" else None
     if writer is not None:
         writer.writeheader()
+    kept: collections.deque = collections.deque()
+
+    def texts_of_chunks() -> Iterator[list[str]]:
+        for texts, cells in chunks:
+            kept.append(cells)
+            yield texts
+
     rows_written = 0
-    for rows in predicted_chunks(classifier, chunks, num_workers):
+    for rows in predicted_chunks(classifier, texts_of_chunks(), num_workers):
+        cells = kept.popleft()
+        if keep:
+            rows = [{**{c: _kept_cell(cells[c][i], kind, joiner) for c in keep}, **row} for i, row in enumerate(rows)]
         if writer is not None:
             writer.writerows(_joined(rows, joiner) if classifier.multi_label else rows)
         else:
@@ -260,6 +296,13 @@ def prediction_lines(
                 yield f"{joiner.join(row['labels'])}\t{scores}\t{row['text']}"
             else:
                 yield f"{row['label']}\t{row['score']:.4f}\t{row['text']}"
+
+
+def _kept_cell(cell, kind: str, joiner: str):
+    # A list cell (JSONL, Parquet): a list in JSONL, one cell joined like multi-label labels in CSV.
+    if isinstance(cell, tuple):
+        return list(cell) if kind == "jsonl" else joiner.join(cell)
+    return cell
 
 
 def _joined(rows: list[dict], label_sep: str) -> list[dict]:
