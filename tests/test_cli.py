@@ -277,3 +277,16 @@ def test_bad_input_exits_3_and_usage_errors_exit_2(trained_dir, tmp_path):
     assert run("predict", trained_dir, "good", "--num-workers", "many").exit_code == 2
     result = run("serve", trained_dir, "--port", "99999")  # refused before the model loads or a socket opens
     assert result.exit_code == 2 and "--port" in result.output and "Traceback" not in result.output
+
+
+def test_serve_on_a_port_in_use_is_refused_before_the_model_loads(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # No model directory at all: the address is checked first.
+        result = run("serve", tmp_path / "no-model", "--port", str(port))
+    _expect_error(result, "ConfigError", f"cannot listen on 127.0.0.1:{port}")
+    assert "another --port" in result.stderr

@@ -611,8 +611,9 @@ def serve(
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, /ready and /info, a try-it page at /, API docs at /docs."""
     from .model import load_classifier
-    from .serve import run_server
+    from .serve import check_address, run_server
 
+    check_address(host, port)  # a port in use: said before the model loads
     clf = load_classifier(model_dir)
     typer.echo(f"Serving {model_dir} (labels {clf.labels}) at http://{host}:{port}/ ; API docs at /docs", err=True)
     run_server(

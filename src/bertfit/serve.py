@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import hashlib
 import hmac
@@ -45,6 +46,7 @@ import logging
 import math
 import re
 import signal
+import socket
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -75,7 +77,7 @@ try:
 except ImportError:  # pragma: no cover
     raise MissingDependencyError.for_extra("bertfit serve", "serve", "fastapi-offline") from None
 
-__all__ = ["create_app", "run_server", "MicroBatcher", "QueueFull", "LOCAL_HOSTS"]
+__all__ = ["create_app", "run_server", "check_address", "MicroBatcher", "QueueFull", "LOCAL_HOSTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -577,6 +579,34 @@ def _in_thread(work: Callable[[], Any], lock: threading.Lock, slot: threading.Lo
 
     threading.Thread(target=run, name="bertfit-explain", daemon=True).start()
     return future
+
+
+_BIND_FIXES = {
+    errno.EADDRINUSE: "another process listens there (a server started earlier?): stop it or pass another --port",
+    errno.EADDRNOTAVAIL: "--host must be an address of this machine, e.g. 127.0.0.1 or 0.0.0.0 (all of them)",
+    errno.EACCES: "ports below 1024 need privileges: pass e.g. --port 8000",
+}
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse ``host:port`` when a server could not listen there, before a model is loaded for it.
+
+    A probe socket binds the address (with ``SO_REUSEADDR``, as uvicorn's does) and closes at once.
+
+    Raises:
+        ConfigError: The port is in use, the host is not an address of this machine, or the port needs privileges.
+    """
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise ConfigError(f"--host {host!r} is not a name or address this machine resolves ({err.strerror})") from None
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            fix = _BIND_FIXES.get(err.errno, "pass another --host or --port")
+            raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}; {fix}") from None
 
 
 def run_server(
