@@ -591,22 +591,24 @@ _BIND_FIXES = {
 def check_address(host: str, port: int) -> None:
     """Refuse ``host:port`` when a server could not listen there, before a model is loaded for it.
 
-    A probe socket binds the address (with ``SO_REUSEADDR``, as uvicorn's does) and closes at once.
+    A probe socket binds each address the host resolves to (as asyncio's server, under uvicorn, binds them all;
+    with ``SO_REUSEADDR``, as it does) and closes at once.
 
     Raises:
         ConfigError: The port is in use, the host is not an address of this machine, or the port needs privileges.
     """
     try:
-        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        addresses = {info[:3] + info[4:] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
     except socket.gaierror as err:
         raise ConfigError(f"--host {host!r} is not a name or address this machine resolves ({err.strerror})") from None
-    with socket.socket(family, kind, protocol) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as err:
-            fix = _BIND_FIXES.get(err.errno, "pass another --host or --port")
-            raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}; {fix}") from None
+    for family, kind, protocol, address in sorted(addresses, key=str):
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as err:
+                fix = _BIND_FIXES.get(err.errno, "pass another --host or --port")
+                raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}; {fix}") from None
 
 
 def run_server(
