@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ModelError
+from .exceptions import ModelError, error_summary
 
 __all__ = [
     "default_model_path",
@@ -153,7 +153,7 @@ def _model_errors(name: str) -> Iterator[None]:
         ) from None
     except (OSError, ValueError, KeyError, RuntimeError, EOFError) as err:
         where = "directory" if Path(name).exists() else "hub id"
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first_line = error_summary(err)
         raise ModelError(
             f"could not load model {name!r} ({where}): {first_line}. Pass --model with a local model directory "
             "(config.json, weights and tokenizer files) or a hub id reachable from this machine"

@@ -33,6 +33,7 @@ __all__ = [
     "TrainingInterrupted",
     "StorageError",
     "HubError",
+    "error_summary",
 ]
 
 
@@ -97,3 +98,10 @@ class StorageError(BertfitError, OSError):
 class HubError(BertfitError, OSError):
     """A model directory could not be uploaded to the Hugging Face Hub; the model stays saved locally and the message
     says how to retry (``bertfit push MODEL_DIR REPO_ID``)."""
+
+
+def error_summary(err: BaseException) -> str:
+    """The first line of a library's exception message (its type's name when the message is empty), for one-line
+    errors that wrap it."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

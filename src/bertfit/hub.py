@@ -31,7 +31,7 @@ from typing import Any
 from ._version import __version__
 from .backbone import DEFAULT_MODEL_NAME, default_model_path
 from .card import CARD_FILE, PREDICTIONS_FILE, REPORT_FILE, DataSummary, ModelCard, read_model_files
-from .exceptions import ConfigError, HubError, ModelError
+from .exceptions import ConfigError, HubError, ModelError, error_summary
 from .files import atomic_file
 
 __all__ = ["README_FILE", "model_card", "write_readme", "hub_base_model", "check_push", "push_to_hub"]
@@ -562,7 +562,7 @@ def _ensure_readme(model_dir: Path) -> None:
 
 
 def _failure(err: Exception, model_dir: Path, repo_id: str, retry: str) -> str:
-    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    detail = error_summary(err)
     status = getattr(getattr(err, "response", None), "status_code", None)
     fix = f"check the token ({_LOGIN}), then " if status in (401, 403) else ""
     return (

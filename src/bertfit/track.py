@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
-from .exceptions import ConfigError, MissingDependencyError
+from .exceptions import ConfigError, MissingDependencyError, error_summary
 
 __all__ = ["Tracker", "DEFAULT_TRACKING_URIS"]
 
@@ -71,7 +71,7 @@ class Tracker:
                 self._run = wandb.init(project=os.environ.get("WANDB_PROJECT", "bertfit"), name=self.run_name)
         except Exception as err:  # whatever the tracker's library raises: its own exception classes differ
             logger.debug("--track %s could not open a run", self.kind, exc_info=True)
-            first = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
+            first = error_summary(err).rstrip(".")
             raise ConfigError(
                 f"--track {self.kind} could not open a run at {self.uri or 'its default place'}: {first}; "
                 f"{_START_FIXES[self.kind]}"
